@@ -1,5 +1,13 @@
-"""restore: photo restoration with ResShift (residual-shifting diffusion, few steps)."""
+"""restore: photo restoration with ResShift (residual-shifting diffusion, few steps).
+
+import restore_cli
+r = restore_cli.load("realsr-v3")            # or checkpoint=/autoencoder= local files
+out = r(image, seed=12345)                   # PIL.Image in, PIL.Image out
+"""
 
 from ._version import __version__
+from .errors import RestoreError
+from .loader import load
+from .pipeline import Restorer
 
-__all__ = ["__version__"]
+__all__ = ["Restorer", "RestoreError", "__version__", "load"]

@@ -1,0 +1,73 @@
+"""Building a :class:`Restorer`: registry entry -> networks on ``meta`` -> strict weight load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_into, read_state_dict
+from .device import resolve_device, resolve_dtype
+from .errors import WeightsError
+from .nets.unet import UNetModelSwin
+from .nets.vqgan import VQModel
+from .pipeline import Restorer
+from .registry import ModelSpec, Registry, Source, load_registry
+
+REGISTRY_ENV = "RESTORE_REGISTRY"  # extra registry files, separated by os.pathsep
+
+
+def default_registry(extra: list[Path] | None = None) -> Registry:
+    """The built-in registry plus files named in ``$RESTORE_REGISTRY`` and ``extra``."""
+    env = [Path(p) for p in os.environ.get(REGISTRY_ENV, "").split(os.pathsep) if p]
+    return load_registry([*env, *(extra or [])])
+
+
+def load(
+    name: str | ModelSpec = "realsr-v3",
+    checkpoint: str | Path | None = None,
+    autoencoder: str | Path | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    *,
+    registry: Registry | None = None,
+    offline: bool = False,
+) -> Restorer:
+    """Load a model by registry name (or spec) onto a device.
+
+    ``checkpoint`` / ``autoencoder`` replace the registry's UNet / autoencoder weights with local
+    files (``.safetensors`` or the authors' ``.pth``).
+    """
+    spec = name if isinstance(name, ModelSpec) else (registry or default_registry()).get(name)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    unet_file = _weights_file(checkpoint, spec.source, spec.name, "UNet", offline)
+    ae_file = _weights_file(autoencoder, spec.autoencoder.source, spec.name, "autoencoder", offline)
+    with torch.device("meta"):
+        unet = UNetModelSwin(spec.unet)
+        vq = VQModel(spec.autoencoder.config)
+    load_into(unet, read_state_dict(unet_file), f"{unet_file} (UNet of {spec.name})")
+    load_into(vq, read_state_dict(ae_file), f"{ae_file} (autoencoder of {spec.name})")
+    unet = unet.to(dev, dt).eval().requires_grad_(False)
+    vq = vq.to(dev, dt).eval().requires_grad_(False)
+    return Restorer(spec, unet, vq, dev, dt)
+
+
+def _weights_file(
+    local: str | Path | None, source: Source | None, model: str, part: str, offline: bool
+) -> Path:
+    if local is not None:
+        path = Path(local).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: {part} checkpoint not found", "check the path")
+        return path
+    if source is None:
+        raise WeightsError(
+            f"model '{model}' names no {part} weights in its registry entry",
+            "pass a local file (--checkpoint / --autoencoder) or add a url to the entry",
+        )
+    raise WeightsError(
+        f"model '{model}': downloading {part} weights is not available in this build",
+        f"download {source.url} yourself and pass it as a local file",
+    )

@@ -1,0 +1,195 @@
+"""Swin transformer layers of the ResShift UNet, on (B, C, H, W) tensors.
+
+Two behaviours of the reference code are reproduced because the trained weights depend on them
+(spec §2.1, quirks 1 and 2): the shifted-window mask is recomputed for the runtime size on every
+call (the stored ``attn_mask`` buffer is never used), and it is the reference's *buggy* mask: only
+the bottom row of windows is masked, and there tokens are split by their column inside the window.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import GroupNorm32
+
+MASK_VALUE = -100.0
+
+
+def relative_position_index(ws: int) -> torch.Tensor:
+    """(ws*ws, ws*ws) index into the (2ws-1)^2 bias table, standard Swin."""
+    ar = torch.arange(ws, device="cpu")  # real values even when the model is built on "meta"
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij"))
+    coords = coords.flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
+
+
+def reference_shift_mask(n_wh: int, n_ww: int, ws: int, shift: int) -> torch.Tensor:
+    """The reference's shifted-window mask, (nW, ws*ws, ws*ws) with 0 / -100 entries.
+
+    Closed form of the reference ``calculate_mask`` (checked in the spec): only windows of the
+    bottom window-row are masked; there two tokens attend to each other only when both lie left of
+    column ``ws - shift`` inside the window or both lie at or right of it.
+    """
+    col = torch.arange(ws * ws, device="cpu") % ws
+    label = col >= ws - shift
+    block = (label[:, None] != label[None, :]).float() * MASK_VALUE
+    mask = torch.zeros(n_wh, n_ww, ws * ws, ws * ws, device="cpu")
+    mask[-1] = block
+    return mask.reshape(n_wh * n_ww, ws * ws, ws * ws)
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * nW, ws*ws, C), windows batch-major then row-major."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // ws, ws, w // ws, ws).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(-1, ws * ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, b: int, h: int, w: int) -> torch.Tensor:
+    """(B * nW, ws*ws, C) -> (B, C, H, W)."""
+    c = windows.shape[-1]
+    x = windows.view(b, h // ws, w // ws, ws, ws, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, h, w)
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B*nW, N, C); mask: (nW, N, N) or None."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, heads, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+        if mask is None:
+            attn_bias = bias[None].to(q.dtype).expand(bw, -1, -1, -1)
+        else:
+            nw = mask.shape[0]
+            attn_bias = (bias[None, None] + mask[None, :, None].to(bias)).to(q.dtype)
+            attn_bias = attn_bias.expand(bw // nw, -1, -1, -1, -1).reshape(bw, -1, n, n)
+        out = F.scaled_dot_product_attention(
+            q.contiguous(),
+            k.contiguous(),
+            v.contiguous(),
+            attn_mask=attn_bias.contiguous(),
+            scale=self.scale,
+        )
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class Mlp(nn.Module):
+    """1x1 conv -> GELU -> 1x1 conv (keys fc1, fc2)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinTransformerBlock(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        mlp_ratio: int,
+    ) -> None:
+        super().__init__()
+        if resolution <= window_size:  # decided at construction resolution (spec §2.1)
+            shift, window_size = 0, resolution
+        self.window_size, self.shift = window_size, shift
+        self.norm1 = GroupNorm32(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads)
+        self.norm2 = GroupNorm32(dim)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+        if shift:  # stored like the reference (never used: the mask is made per runtime size)
+            n = resolution // window_size
+            self.register_buffer("attn_mask", reference_shift_mask(n, n, window_size, shift))
+        self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        key = (h, w, str(device))
+        if key not in self._masks:
+            ws = self.window_size
+            self._masks[key] = reference_shift_mask(h // ws, w // ws, ws, self.shift).to(device)
+        return self._masks[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        ws, s = self.window_size, self.shift
+        y = self.norm1(x)
+        mask = None
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(2, 3))
+            mask = self._mask(h, w, x.device)
+        y = window_reverse(self.attn(window_partition(y, ws), mask), ws, b, h, w)
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(2, 3))
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchProj(nn.Module):
+    """1x1 convolution (key ``proj``), used as patch embedding and un-embedding."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class BasicLayer(nn.Module):
+    """C -> embed -> depth Swin blocks (shift 0, ws/2, 0, ...) -> C. No outer residual."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        resolution: int,
+        embed_dim: int,
+        num_heads: int,
+        window_size: int,
+        depth: int,
+        mlp_ratio: int,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchProj(in_channels, embed_dim)
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                embed_dim,
+                resolution,
+                num_heads,
+                window_size,
+                0 if i % 2 == 0 else window_size // 2,
+                mlp_ratio,
+            )
+            for i in range(depth)
+        )
+        self.patch_unembed = PatchProj(embed_dim, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.patch_unembed(x)

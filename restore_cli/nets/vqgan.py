@@ -1,0 +1,205 @@
+"""``VQModelTorch``: the VQ-GAN autoencoder of ResShift (spec §2.2).
+
+``encode`` returns the continuous latent (no quantisation); ``decode`` quantises to the nearest
+codebook entry first, as the reference does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import VQConfig
+
+# Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
+ATTN_CHUNK = 4096
+# Latent vectors per chunk in the codebook search: bounds the (rows x n_embed) distance matrix.
+QUANT_CHUNK = 16384
+
+
+def normalize(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1 = normalize(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2 = normalize(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if self.nin_shortcut is not None else x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention, queries processed in chunks to bound memory."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = normalize(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (
+            m(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous()
+            for m in (self.q, self.k, self.v)
+        )
+        out = torch.cat(
+            [
+                F.scaled_dot_product_attention(q[:, :, i : i + ATTN_CHUNK], k, v)
+                for i in range(0, h * w, ATTN_CHUNK)
+            ],
+            dim=2,
+        )
+        return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Zero-pad right/bottom by one, then 3x3 stride-2 convolution without padding."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` list and an optional resampler (key ``downsample``/``upsample``)."""
+
+    def __init__(self, blocks: list[nn.Module], resample: tuple[str, nn.Module] | None) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.resample_name = resample[0] if resample else None
+        if resample:
+            self.add_module(*resample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.block:
+            x = block(x)
+        return getattr(self, self.resample_name)(x) if self.resample_name else x
+
+
+class Mid(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
+        levels, cin = [], cfg.ch
+        for i, mult in enumerate(cfg.ch_mult):
+            blocks: list[nn.Module] = []
+            for _ in range(cfg.num_res_blocks[i]):
+                blocks.append(ResnetBlock(cin, cfg.ch * mult))
+                cin = cfg.ch * mult
+            last = i == len(cfg.ch_mult) - 1
+            levels.append(Level(blocks, None if last else ("downsample", Downsample(cin))))
+        self.down = nn.ModuleList(levels)
+        self.mid = Mid(cin)
+        self.norm_out = normalize(cin)
+        self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        cin = cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, cin, 3, padding=1)
+        self.mid = Mid(cin)
+        levels: list[Level] = []
+        for i in reversed(range(len(cfg.ch_mult))):
+            blocks: list[nn.Module] = []
+            for _ in range(cfg.num_res_blocks[i] + 1):
+                blocks.append(ResnetBlock(cin, cfg.ch * cfg.ch_mult[i]))
+                cin = cfg.ch * cfg.ch_mult[i]
+            levels.insert(0, Level(blocks, ("upsample", Upsample(cin)) if i else None))
+        self.up = nn.ModuleList(levels)
+        self.norm_out = normalize(cin)
+        self.conv_out = nn.Conv2d(cin, cfg.out_ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, n_embed: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> nearest codebook vectors, same shape (distance in float32)."""
+        b, c, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+        codes = self.embedding.weight.float()
+        code_sq = torch.sum(codes**2, dim=1)
+        idx = torch.cat(
+            [
+                torch.argmin(
+                    torch.sum(part**2, dim=1, keepdim=True)
+                    + code_sq
+                    - 2 * torch.einsum("bd,dn->bn", part, codes.t()),
+                    dim=1,
+                )
+                for part in flat.split(QUANT_CHUNK)
+            ]
+        )
+        zq = self.embedding(idx).view(b, h, w, c).permute(0, 3, 1, 2).to(z.dtype)
+        return z + (zq - z)  # the reference's straight-through form, same rounding
+
+
+class VQModel(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim)
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, embed_dim, H/f, W/f), not quantised."""
+        return self.quant_conv(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim, h, w) -> (B, 3, h*f, w*f), quantised first (not clamped)."""
+        return self.decoder(self.post_quant_conv(self.quantize(z)))
