@@ -1,0 +1,58 @@
+"""Shared fixtures: registries, deterministic reference weights written to files once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from restore_cli.loader import default_registry
+from restore_cli.nets.unet import UNetModelSwin
+from restore_cli.nets.vqgan import VQModel
+from restore_cli.registry import ModelSpec, Registry, load_registry
+
+from .reference_fill import reference_state_dict
+
+DATA = Path(__file__).parent / "data"
+TINY_REGISTRY = DATA / "tiny.toml"
+GOLDEN = DATA / "golden"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_registry([TINY_REGISTRY])
+
+
+def write_weights(spec: ModelSpec, folder: Path) -> tuple[Path, Path]:
+    """Deterministically filled UNet and autoencoder weights of ``spec`` as .safetensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    unet_file, ae_file = (
+        folder / f"{spec.name}.unet.safetensors",
+        folder / f"{spec.name}.ae.safetensors",
+    )
+    with torch.device("meta"):
+        unet, vq = UNetModelSwin(spec.unet), VQModel(spec.autoencoder.config)
+    if not unet_file.exists():
+        save_file(reference_state_dict(unet), str(unet_file))
+    if not ae_file.exists():
+        save_file(reference_state_dict(vq), str(ae_file))
+    return unet_file, ae_file
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory, registry: Registry):
+    """weights(name) -> (unet_file, autoencoder_file), built once per session per model."""
+    folder = tmp_path_factory.mktemp("weights")
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in cache:
+            spec = registry.get(name) if name in registry.models else default_registry().get(name)
+            cache[name] = write_weights(spec, folder)
+        return cache[name]
+
+    return get
