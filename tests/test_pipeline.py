@@ -1,0 +1,115 @@
+"""Pipeline behaviour on tiny models: padding, sizes, seeds, tiling, masks, face resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import restore_cli
+from restore_cli import tiling
+from restore_cli.errors import UsageError
+from restore_cli.pipeline import pad_to_multiple
+
+
+@pytest.fixture(scope="module")
+def load(registry, weights):
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            unet, ae = weights(name)
+            cache[name] = restore_cli.load(
+                registry.get(name), checkpoint=unet, autoencoder=ae, device="cpu"
+            )
+        return cache[name]
+
+    return get
+
+
+def image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+
+
+def test_pad_equals_reflect_where_reflect_works_and_extends_beyond() -> None:
+    x = torch.arange(40.0).view(1, 1, 5, 8)
+    assert torch.equal(
+        pad_to_multiple(x, 8), torch.nn.functional.pad(x, (0, 0, 0, 3), mode="reflect")
+    )
+    tiny = pad_to_multiple(torch.ones(1, 3, 1, 1) * 0.3, 64)
+    assert tiny.shape == (1, 3, 64, 64) and torch.allclose(tiny, torch.tensor(0.3))
+    big = pad_to_multiple(torch.arange(3.0).view(1, 1, 1, 3), 16)
+    assert big.shape == (1, 1, 16, 16) and set(big.unique().tolist()) == {0.0, 1.0, 2.0}
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (7, 5), (16, 16), (20, 33)])
+def test_any_size_gives_scale_times_size(load, h: int, w: int) -> None:
+    r = load("tiny-sr")
+    out = r.restore(image(h, w), seed=1, tile=0)
+    assert out.shape == (4 * h, 4 * w, 3) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_seed_determines_result(load) -> None:
+    r = load("tiny-sr")
+    a, b, c = (r.restore(image(16, 16), seed=s, tile=0) for s in (5, 5, 6))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_tiled_is_deterministic_covers_everything_and_has_no_seams(load) -> None:
+    r = load("tiny-sr")
+    x = np.tile(np.linspace(0.2, 0.8, 40, dtype=np.float32)[None, :, None], (36, 1, 3))
+    a = r.restore(x, seed=3, tile=16, tile_overlap=4)
+    b = r.restore(x, seed=3, tile=16, tile_overlap=4)
+    assert a.shape == (144, 160, 3) and np.array_equal(a, b)
+    assert np.isfinite(a).all()
+
+
+def test_blend_weights_sum_smoothly() -> None:
+    h, w, tile, ov, s = 36, 40, 16, 4, 2
+    total = np.zeros((h * s, w * s))
+    for box in tiling.plan(h, w, tile, ov):
+        wt = tiling.blend_weights(box, h, w, ov, s)
+        total[
+            box.top * s : (box.top + box.height) * s, box.left * s : (box.left + box.width) * s
+        ] += wt
+    assert total.min() > 0.5  # every pixel covered with weight
+    plan = tiling.plan(h, w, tile, ov)
+    assert plan[0].top == 0 and plan[-1].top + plan[-1].height == h
+    assert plan[-1].left + plan[-1].width == w
+
+
+def test_inpainting_keeps_known_pixels_and_needs_a_mask(load) -> None:
+    r = load("tiny-inpaint")
+    x = image(40, 50)
+    m = np.zeros((40, 50), np.float32)
+    m[10:20, 5:30] = 1
+    out = r.restore(x, m, seed=1, tile=0)
+    assert out.shape == x.shape
+    known = m == 0
+    assert np.allclose(out[known], x[known], atol=1e-6)
+    assert not np.allclose(out[~known], x[~known], atol=1e-3)
+    with pytest.raises(ValueError):
+        r.restore(x, None, seed=1)
+
+
+def test_face_crops_of_other_sizes_are_resized_to_the_model_and_back(load) -> None:
+    r = load("tiny-face")
+    assert r.restore(image(100, 100), seed=1).shape == (100, 100, 3)
+    assert r.restore(image(128, 128), seed=1).shape == (128, 128, 3)
+
+
+def test_device_and_dtype_errors() -> None:
+    from restore_cli.device import resolve_device, resolve_dtype
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
+        resolve_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(UsageError):
+        resolve_dtype("fp8", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
