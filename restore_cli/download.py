@@ -1,0 +1,581 @@
+"""Weights on disk: a source -> a verified local ``.safetensors`` file, downloaded on first use.
+
+A source is a registry :class:`~restore_cli.registry.Source` or a string: a local file,
+``hf://OWNER/REPO[@REVISION]/PATH`` (a file on the Hugging Face Hub) or an ``https://`` URL (the
+authors publish their ``.pth`` files as GitHub release assets). Everything is cached in the Hugging
+Face hub cache (:func:`cache_root`: ``HF_HUB_CACHE``, or ``HF_HOME/hub``)::
+
+    models--OWNER--REPO/                  hf:// files, kept by huggingface_hub itself
+    restore/hub/models--OWNER--REPO/COMMIT/PATH.sha256        recorded sha256 of an hf:// file
+    restore/hub/models--OWNER--REPO/COMMIT/PATH.safetensors   its conversion, when it is a .pth
+    restore/urls/HOST/URL/PATH/FILE       an https:// download (FILE.incomplete until complete)
+    restore/urls/HOST/URL/PATH/FILE.sha256, FILE.safetensors, FILE.safetensors.sha256
+    restore/local/SHA256/FILE.safetensors a user's own .pth, converted (keyed by its content)
+    restore/.locks/KEY.lock               one lock per resolved file, for concurrent processes
+
+Every ``.sha256`` sidecar is in ``sha256sum`` format. A pinned hash (``Source.sha256``) is that of
+the file as published; without one the hash is recorded at first download. Either is checked on
+every :func:`resolve` and by :func:`verify`, so a corrupt cache fails loudly. ``.pth`` files are
+converted once (``torch.load(weights_only=True)``: no pickled code runs); afterwards only the
+``.safetensors`` is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from filelock import FileLock
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+from ._version import __version__
+from .checkpoints import convert_to_safetensors
+from .errors import OfflineError, WeightsError
+from .registry import Source
+
+ProgressFn = Callable[[str, int, int | None], None]  # (label, bytes_done, bytes_total)
+
+_TIMEOUT = 30.0  # seconds, for connecting and for each read
+_CHUNK = 1 << 18
+_ATTEMPTS = 3  # tries per resolve(), each resuming the last, while bytes keep arriving
+_USER_AGENT = f"restore-cli/{__version__}"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HF_URI = re.compile(
+    r"hf://(?:(?P<kind>model|dataset|space)s/)?(?P<repo>[^/@]+/[^/@]+)"
+    r"(?:@(?P<rev>refs/pr/\d+|refs/convert/[\w.-]+|[^/]+))?/(?P<path>.+)"
+)
+_NOTHING = Path(os.devnull)  # the "sidecar" of a user's own file: reads as nothing recorded
+_RETRY_HINT = (
+    "check the connection and retry (an interrupted download resumes), use --offline with a "
+    "cached copy, or pass --checkpoint FILE"
+)
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    """What the cache holds for one source (``restore models list`` / ``verify``)."""
+
+    source: str
+    path: Path | None  # the .safetensors resolve() returns; None: an hf:// file not cached yet
+    cached: bool  # resolve() needs no network
+    size: int  # bytes on disk: the download plus its conversion
+    files: tuple[Path, ...]  # the files on disk (download, conversion)
+    sha256: str | None  # of the download: pinned, else recorded at first download
+    pinned: bool
+    partial: Path | None = None  # an interrupted download that the next resolve() resumes
+    verified: bool = False  # only from verify(): every file re-hashed against a known sha256
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Where one source lives on disk."""
+
+    raw: Path  # the file as published (downloaded) or the user's own file
+    final: Path  # the .safetensors that resolve() returns: raw itself, or its conversion
+    raw_sum: Path  # sidecar with raw's sha256
+    final_sum: Path  # sidecar with final's sha256 (raw_sum when final is raw)
+
+
+@dataclass(frozen=True)
+class _Request:
+    name: str | None
+    offline: bool
+    force: bool
+    progress: ProgressFn | None
+    on_first_download: Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class _HfRef:
+    repo_id: str
+    filename: str
+    revision: str
+    kind: str  # model, dataset or space
+
+
+def cache_root() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    env = os.environ
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(var):
+            return Path(os.path.expandvars(env[var])).expanduser()
+    if env.get("HF_HOME"):
+        return Path(os.path.expandvars(env["HF_HOME"])).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE).expanduser()
+
+
+def is_offline(offline: bool = False) -> bool:
+    """``offline``, or ``HF_HUB_OFFLINE`` set (read at call time, like huggingface_hub reads it)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return offline or value.upper() in constants.ENV_VARS_TRUE_VALUES
+
+
+def resolve(
+    source: Source | str | Path,
+    *,
+    name: str | None = None,
+    offline: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    on_first_download: Callable[[str], None] | None = None,
+) -> Path:
+    """Local path of a verified ``.safetensors`` file for ``source``, downloading it if needed.
+
+    ``name`` (the model's) only words the hints of errors; ``force`` re-downloads a cached file;
+    ``on_first_download(url)`` is called before a download starts; ``progress`` as bytes arrive.
+    """
+    src = _as_source(source)
+    req = _Request(name, is_offline(offline), force, progress, on_first_download)
+    remote = src.url.startswith("hf://") or _is_http(src.url)
+    if remote and req.force and req.offline:
+        raise OfflineError(
+            f"{src.url}: cannot re-download while offline", "drop --offline or unset HF_HUB_OFFLINE"
+        )
+    if src.url.startswith("hf://"):
+        return _resolve_hf(src, req)
+    if _is_http(src.url):
+        return _resolve_url(src, req)
+    return _resolve_local(src, req)
+
+
+def status(source: Source | str | Path) -> CacheStatus:
+    """What is cached for ``source``; no network, no hashing (see :func:`verify`).
+
+    A local file is not cached: its status describes the file itself.
+    """
+    src = _as_source(source)
+    pin = _pin(src)
+    files = _cached_files(src)
+    if files is None:
+        return CacheStatus(src.url, None, False, 0, (), pin, pin is not None)
+    on_disk = tuple(p for p in dict.fromkeys((files.raw, files.final)) if p.is_file())
+    partial = _partial(files.raw)
+    return CacheStatus(
+        source=src.url,
+        path=files.final,
+        cached=bool(on_disk),
+        size=sum(p.stat().st_size for p in on_disk),
+        files=on_disk,
+        sha256=pin or _read_sum(files.raw_sum),
+        pinned=pin is not None,
+        partial=partial if partial.is_file() else None,
+    )
+
+
+def verify(source: Source | str | Path, *, name: str | None = None) -> CacheStatus:
+    """Re-hash the cached files of ``source``; a mismatch raises :class:`WeightsError`.
+
+    ``verified`` is True when every file on disk had a pinned or recorded sha256 and matched it.
+    """
+    src = _as_source(source)
+    state = status(src)
+    files = _cached_files(src)
+    if files is None or not state.cached:
+        return state
+    checks = {files.raw: _pin(src) or _read_sum(files.raw_sum)}
+    if files.final != files.raw:
+        checks[files.final] = _read_sum(files.final_sum)
+    known = True
+    for path, expected in checks.items():
+        if not path.is_file():
+            continue
+        actual = _sha256(path)
+        if expected is None:
+            known = False
+        elif actual != expected:
+            raise _corrupt(path, expected, actual, name)
+    return replace(state, verified=known)
+
+
+# --- the three kinds of source -------------------------------------------------------------
+
+
+def _resolve_url(src: Source, req: _Request) -> Path:
+    files = _url_files(src.url)
+    pin = _pin(src)
+    if not req.force and (hit := _hit(files, pin, req.name)) is not None:
+        return hit
+    if req.offline and (req.force or not files.raw.is_file()):
+        raise _offline_error(src.url, files.raw, req.name)
+    with _lock(files):
+        if req.force:
+            _discard(files, files.raw, _partial(files.raw))
+        elif (hit := _hit(files, pin, req.name)) is not None:
+            return hit  # another process finished it while this one waited
+        fresh = not files.raw.is_file()
+        if fresh:
+            if req.on_first_download is not None:
+                req.on_first_download(src.url)
+            _download(src.url, files.raw, files.raw.name, req.progress)
+        return _finish(src.url, files, pin, fresh, req.name)
+
+
+def _resolve_hf(src: Source, req: _Request) -> Path:
+    ref = _parse_hf(src.url)
+    pin = _pin(src)
+    raw = None if req.force else _hf_cached(ref)
+    fresh = raw is None
+    if raw is None:
+        if req.offline:
+            raise _offline_error(src.url, None, req.name)
+        if req.on_first_download is not None:
+            req.on_first_download(src.url)
+        raw = _hf_download(src.url, ref, req)
+    files = _hf_files(ref, raw)
+    if not fresh and (hit := _hit(files, pin, req.name)) is not None:
+        return hit
+    with _lock(files):
+        if req.force:
+            _discard(files)
+        elif not fresh and (hit := _hit(files, pin, req.name)) is not None:
+            return hit
+        return _finish(src.url, files, pin, fresh, req.name)
+
+
+def _resolve_local(src: Source, req: _Request) -> Path:
+    path = Path(src.url).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint not found", "check the path")
+    pin = _pin(src)
+    digest = _sha256(path) if pin or path.suffix != ".safetensors" else None
+    if pin and digest != pin:
+        raise WeightsError(
+            f"{path}: sha256 {digest} does not match the expected {pin}",
+            "check that this is the right file, or fix the sha256 in the registry",
+        )
+    if path.suffix == ".safetensors" or digest is None:
+        return path
+    files = _layout(path, cache_root() / "restore" / "local" / digest / path.name)
+    if (hit := _hit(files, None, req.name)) is not None:
+        return hit
+    with _lock(files):
+        if (hit := _hit(files, None, req.name)) is not None:
+            return hit
+        return _convert(files)
+
+
+# --- cache layout ---------------------------------------------------------------------------
+
+
+def _layout(raw: Path, side: Path) -> _Files:
+    """Files of ``raw``; our own (sidecars, conversion) are named after ``side``."""
+    raw_sum = side.with_name(side.name + ".sha256")
+    if raw.suffix == ".safetensors":
+        return _Files(raw, raw, raw_sum, raw_sum)
+    final = side.with_name(side.name + ".safetensors")
+    return _Files(raw, final, raw_sum, final.with_name(final.name + ".sha256"))
+
+
+def _url_files(url: str) -> _Files:
+    parts = urlsplit(url)
+    segments = [s for s in unquote(parts.path).split("/") if s not in ("", ".", "..")]
+    if not segments or not parts.hostname:
+        raise WeightsError(f"{url}: the URL names no file", "give the URL of a weights file")
+    host = parts.hostname + (f"_{parts.port}" if parts.port else "")
+    folder = cache_root() / "restore" / "urls" / _safe(host)
+    for segment in segments[:-1]:
+        folder /= _safe(segment)
+    if parts.query:
+        folder /= "q-" + hashlib.sha256(parts.query.encode()).hexdigest()[:12]
+    raw = folder / _safe(segments[-1])
+    return _layout(raw, raw)
+
+
+def _hf_files(ref: _HfRef, raw: Path) -> _Files:
+    # raw is .../snapshots/COMMIT/PATH (a link into blobs/); our files go under that commit
+    commit = raw.parents[len(PurePosixPath(ref.filename).parts) - 1].name
+    repo = f"{ref.kind}s--" + ref.repo_id.replace("/", "--")
+    side = cache_root() / "restore" / "hub" / repo / commit / ref.filename
+    return _layout(raw, side)
+
+
+def _cached_files(src: Source) -> _Files | None:
+    """The layout of ``src`` without the network; None for an hf:// file not in the cache."""
+    if src.url.startswith("hf://"):
+        ref = _parse_hf(src.url)
+        raw = _hf_cached(ref)
+        return None if raw is None else _hf_files(ref, raw)
+    if _is_http(src.url):
+        return _url_files(src.url)
+    path = Path(src.url).expanduser()  # a user's own file; nothing recorded for it
+    return _Files(path, path, _NOTHING, _NOTHING)
+
+
+def _safe(segment: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", segment)[:100]
+    return "_" + cleaned if cleaned.startswith(".") else cleaned
+
+
+def _partial(raw: Path) -> Path:
+    return raw.with_name(raw.name + ".incomplete")
+
+
+def _lock(files: _Files) -> FileLock:
+    key = hashlib.sha256(str(files.final).encode()).hexdigest()[:24]
+    path = cache_root() / "restore" / ".locks" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def _discard(files: _Files, *extra: Path) -> None:
+    """Forget what was recorded or converted for ``files`` (plus ``extra``), for a re-download."""
+    derived = [files.raw_sum, files.final_sum] + ([files.final] if files.final != files.raw else [])
+    for path in (*derived, *extra):
+        path.unlink(missing_ok=True)
+
+
+# --- checking and converting ----------------------------------------------------------------
+
+
+def _hit(files: _Files, pin: str | None, name: str | None) -> Path | None:
+    """``files.final`` if it is there and matches its sha256; None if it must be (re)made."""
+    if not files.final.is_file():
+        return None
+    if pin and files.final != files.raw and _read_sum(files.raw_sum) != pin:
+        return None  # converted from another file than the pinned one: check that one
+    expected = pin if pin and files.final == files.raw else _read_sum(files.final_sum)
+    if expected is None:
+        return None
+    actual = _sha256(files.final)
+    if actual != expected:
+        raise _corrupt(files.final, expected, actual, name)
+    return files.final
+
+
+def _finish(url: str, files: _Files, pin: str | None, fresh: bool, name: str | None) -> Path:
+    """Check (or record) the sha256 of the downloaded file, then convert it once if needed."""
+    actual = _sha256(files.raw)
+    expected = pin or _read_sum(files.raw_sum)
+    if expected is not None and actual != expected:
+        if not fresh:
+            raise _corrupt(files.raw, expected, actual, name)
+        target = files.raw.resolve()  # an hf:// snapshot entry links to its blob: delete both
+        files.raw.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        kind = "pinned" if pin else "recorded at first download"
+        fix = (
+            "retry; if it persists the file on the server changed: check the registry's sha256"
+            if pin
+            else f"if it was replaced on purpose, run `restore models download {name or 'NAME'} --force`"
+        )
+        raise WeightsError(
+            f"{url}: the downloaded file does not match the sha256 {kind} "
+            f"(expected {expected}, got {actual}); it was deleted",
+            fix,
+        )
+    if _read_sum(files.raw_sum) != actual:
+        _write_sum(files.raw_sum, actual, files.raw.name)
+    return files.final if files.final == files.raw else _convert(files)
+
+
+def _convert(files: _Files) -> Path:
+    convert_to_safetensors(files.raw, files.final)  # weights_only load; raises WeightsError
+    _write_sum(files.final_sum, _sha256(files.final), files.final.name)
+    return files.final
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_sum(path: Path) -> str | None:
+    try:
+        token = path.read_text(encoding="ascii").split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    return token if _SHA256.fullmatch(token) else None
+
+
+def _write_sum(path: Path, digest: str, filename: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(f"{digest}  {filename}\n")
+    os.replace(tmp, path)
+
+
+def _pin(src: Source) -> str | None:
+    if not src.sha256:
+        return None
+    pin = src.sha256.strip().lower()
+    if not _SHA256.fullmatch(pin):
+        raise WeightsError(
+            f"{src.url}: sha256 {src.sha256!r} is not 64 hex digits",
+            "fix the sha256 in the registry",
+        )
+    return pin
+
+
+def _corrupt(path: Path, expected: str, actual: str, name: str | None) -> WeightsError:
+    return WeightsError(
+        f"{path}: cached file is corrupt or out of date "
+        f"(sha256 {actual[:16]}..., expected {expected[:16]}...)",
+        f"re-download it with `restore models download {name or 'NAME'} --force`, or delete {path}",
+    )
+
+
+def _offline_error(url: str, where: Path | None, name: str | None) -> OfflineError:
+    missing = f"{url} is not in the cache" + (f" ({where})" if where else "")
+    return OfflineError(
+        f"{missing} and offline mode is on",
+        f"run `restore models download {name or 'NAME'}` while online",
+    )
+
+
+# --- https:// downloads ---------------------------------------------------------------------
+
+
+class _Truncated(Exception):
+    """The server sent fewer (or more) bytes than it announced."""
+
+
+def _download(url: str, dest: Path, label: str, progress: ProgressFn | None) -> None:
+    """Download ``url`` to ``dest`` through ``dest.incomplete``, resuming what is there."""
+    part = _partial(dest)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    attempts = 0
+    while True:
+        before = _size(part)
+        try:
+            _fetch(url, part, label, progress)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and before:  # the partial file cannot be resumed: start over
+                part.unlink()
+                continue
+            reason = f"HTTP {exc.code} {exc.reason}"
+            raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from None
+        except (OSError, http.client.HTTPException, _Truncated) as exc:
+            attempts += 1
+            if _size(part) <= before or attempts >= _ATTEMPTS:
+                reason = str(exc) or type(exc).__name__
+                raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from None
+    os.replace(part, dest)
+
+
+def _fetch(url: str, part: Path, label: str, progress: ProgressFn | None) -> None:
+    start = _size(part)
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # follows redirects
+        offset, total = _span(response, start)
+        done = offset
+        with part.open("ab" if offset else "wb") as fh:  # a 200 to a Range request: start over
+            while chunk := response.read(_CHUNK):
+                fh.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(label, done, total)
+    if total is not None and done != total:
+        if done > total:
+            part.unlink()
+        raise _Truncated(f"received {done} of {total} bytes")
+
+
+def _span(response: http.client.HTTPResponse, start: int) -> tuple[int, int | None]:
+    """(offset the body starts at, full size of the file or None)."""
+    length = response.headers.get("Content-Length")
+    if response.status != 206:
+        return 0, int(length) if length and length.isdigit() else None
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+    if match is None or int(match[1]) != start:
+        raise _Truncated(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+    return start, None if match[2] == "*" else int(match[2])
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+# --- hf:// files ----------------------------------------------------------------------------
+
+
+def _parse_hf(url: str) -> _HfRef:
+    match = _HF_URI.fullmatch(url)
+    if match is None:
+        raise WeightsError(
+            f"{url}: not a Hub file address", "write hf://OWNER/REPO[@REVISION]/PATH/IN/REPO"
+        )
+    revision = unquote(match["rev"]) if match["rev"] else "main"
+    return _HfRef(match["repo"], match["path"], revision, match["kind"] or "model")
+
+
+def _hf_cached(ref: _HfRef) -> Path | None:
+    # A lookup on disk only. Not hf_hub_download(local_files_only=True): in huggingface_hub 2.x that
+    # still builds request headers, which fetches an agent registry from the Hub once per process.
+    path = try_to_load_from_cache(
+        ref.repo_id, ref.filename, cache_dir=cache_root(), revision=ref.revision, repo_type=ref.kind
+    )
+    return Path(path) if isinstance(path, str) else None
+
+
+def _hf_download(url: str, ref: _HfRef, req: _Request) -> Path:
+    try:
+        path = hf_hub_download(
+            ref.repo_id,
+            ref.filename,
+            revision=ref.revision,
+            repo_type=ref.kind,
+            cache_dir=cache_root(),
+            force_download=req.force,
+            tqdm_class=_bar_class(PurePosixPath(ref.filename).name, req.progress),
+        )
+    except Exception as exc:  # its errors come from requests, httpx or httpx2 by version
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from exc
+    return Path(path)
+
+
+def _bar_class(label: str, progress: ProgressFn | None) -> type:
+    """A stand-in for tqdm for huggingface_hub to drive: forwards byte counts, draws nothing."""
+
+    class _Bar:
+        def __init__(self, *args: object, total: int | None = None, initial: int = 0, **kw: object):
+            self.total, self.n = total, initial
+
+        def update(self, n: float = 1) -> None:
+            self.n += int(n)
+            if progress is not None:
+                progress(label, self.n, self.total)
+
+        def update_transfer(self, n: float = 1) -> None:
+            """Network bytes of a Xet download (the file's own bytes go through ``update``)."""
+
+        def refresh(self, *args: object, **kw: object) -> None:
+            """Nothing is drawn."""
+
+        set_postfix_str = set_transfer_postfix_str = set_description = close = refresh
+
+        def __enter__(self) -> _Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    return _Bar
+
+
+def _as_source(source: Source | str | Path) -> Source:
+    return source if isinstance(source, Source) else Source(os.fspath(source))
+
+
+def _is_http(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
