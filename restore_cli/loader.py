@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from . import download
 from .checkpoints import load_into, read_state_dict
 from .device import resolve_device, resolve_dtype
 from .errors import WeightsError
@@ -33,17 +36,22 @@ def load(
     *,
     registry: Registry | None = None,
     offline: bool = False,
+    progress: download.ProgressFn | None = None,
+    on_first_download: Callable[[str], None] | None = None,
 ) -> Restorer:
     """Load a model by registry name (or spec) onto a device.
 
     ``checkpoint`` / ``autoencoder`` replace the registry's UNet / autoencoder weights with local
-    files (``.safetensors`` or the authors' ``.pth``).
+    files (``.safetensors`` or the authors' ``.pth``) or ``hf://OWNER/REPO[@REV]/FILE``. Registry
+    weights are downloaded on first use into the Hugging Face cache (``offline``: never).
     """
     spec = name if isinstance(name, ModelSpec) else (registry or default_registry()).get(name)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    unet_file = _weights_file(checkpoint, spec.source, spec.name, "UNet", offline)
-    ae_file = _weights_file(autoencoder, spec.autoencoder.source, spec.name, "autoencoder", offline)
+    fetch = {"name": spec.name, "offline": offline, "progress": progress}
+    fetch["on_first_download"] = on_first_download
+    unet_file = _weights_file(checkpoint, spec.source, "UNet", fetch)
+    ae_file = _weights_file(autoencoder, spec.autoencoder.source, "autoencoder", fetch)
     with torch.device("meta"):
         unet = UNetModelSwin(spec.unet)
         vq = VQModel(spec.autoencoder.config)
@@ -57,8 +65,11 @@ def load(
 
 
 def _weights_file(
-    local: str | Path | None, source: Source | None, model: str, part: str, offline: bool
+    local: str | Path | None, source: Source | None, part: str, fetch: dict[str, Any]
 ) -> Path:
+    """A local file as is; a registry source or ``hf://``/URL string through the download cache."""
+    if isinstance(local, str) and (local.startswith("hf://") or "://" in local):
+        return download.resolve(local, **fetch)
     if local is not None:
         path = Path(local).expanduser()
         if not path.is_file():
@@ -66,10 +77,7 @@ def _weights_file(
         return path
     if source is None:
         raise WeightsError(
-            f"model '{model}' names no {part} weights in its registry entry",
+            f"model '{fetch['name']}' names no {part} weights in its registry entry",
             "pass a local file (--checkpoint / --autoencoder) or add a url to the entry",
         )
-    raise WeightsError(
-        f"model '{model}': downloading {part} weights is not available in this build",
-        f"download {source.url} yourself and pass it as a local file",
-    )
+    return download.resolve(source, **fetch)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import sampler, tiling
+from . import colorfix, sampler, tiling
 from .device import make_generator
 from .nets.unet import UNetModelSwin
 from .nets.vqgan import VQModel
@@ -118,9 +118,11 @@ class Restorer:
         seed: int = 12345,
         tile: int | None = None,
         tile_overlap: int | None = None,
+        color_fix: str = "none",
         progress: Progress | None = None,
     ) -> np.ndarray:  # (H*s, W*s, 3) float32 in [0, 1]
-        """Restore one image. ``tile``: tile side in input pixels (0 = never tile, None = auto)."""
+        """Restore one image. ``tile``: tile side in input pixels (0 = never tile, None = auto);
+        ``color_fix``: none, wavelet or adain (toward the input's colours)."""
         spec = self.spec
         if (mask is not None) != (spec.task == "inpaint"):
             raise ValueError("a mask is required for inpainting models and only for them")
@@ -142,7 +144,7 @@ class Restorer:
         out = self._tiled(lq, mask_n, generator, tile, tile_overlap, progress)
         if resized_from is not None:
             out = _resize(out, tuple(resized_from)).clamp(-1, 1)
-        out01 = out.cpu() * 0.5 + 0.5
+        out01 = colorfix.apply(color_fix, out.cpu() * 0.5 + 0.5, img)
         if m01 is not None:  # paste the known pixels back (spec §1.1)
             out01 = out01 * m01 + img * (1 - m01)
         return out01[0].permute(1, 2, 0).numpy()

@@ -1,0 +1,297 @@
+"""The command line end to end on tiny models: naming, skip/overwrite, broken files, exit codes,
+JSON lines, image fidelity, shards, atomic writes. Through CliRunner-style calls of ``main`` and
+through the installed entry point (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restore_cli.cli import main
+
+from .conftest import TINY_REGISTRY
+
+ENV_KEYS = ("HF_HUB_OFFLINE",)
+
+
+@pytest.fixture()
+def tiny_args(weights):
+    def args(model: str = "tiny-sr") -> list[str]:
+        unet, ae = weights(model)
+        return ["--registry", str(TINY_REGISTRY), "-m", model, "--checkpoint", str(unet),
+                "--autoencoder", str(ae), "--device", "cpu"]  # fmt: skip
+
+    return args
+
+
+def rgb(path: Path, w: int = 24, h: int = 16, mode: str = "RGB", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    a = (rng.random((h, w, channels)) * 255).astype(np.uint8)
+    Image.fromarray(a[..., 0] if channels == 1 else a, mode).save(path)
+    return path
+
+
+def run(argv: list[str], capsys) -> tuple[int, list[dict], str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, records, err
+
+
+def test_one_file_goes_next_to_it(tmp_path, tiny_args, capsys) -> None:
+    src = rgb(tmp_path / "photo.jpg")
+    code, _, err = run(["sr", str(src), *tiny_args()], capsys)
+    assert code == 0, err
+    out = tmp_path / "photo_x4.png"
+    assert Image.open(out).size == (96, 64)
+    code, _, _ = run(["sr", str(src), "--scale", "2.5", *tiny_args()], capsys)
+    assert code == 0 and Image.open(tmp_path / "photo_x2.5.png").size == (60, 40)
+
+
+def test_one_file_with_output_file_and_format(tmp_path, tiny_args, capsys) -> None:
+    src = rgb(tmp_path / "a.png")
+    code, _, err = run(["sr", str(src), "-o", str(tmp_path / "big.webp"), *tiny_args()], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "big.webp").format == "WEBP"
+
+
+def test_folder_mirrors_tree_skips_existing_and_reports_broken_files(
+    tmp_path, tiny_args, capsys
+) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    rgb(src / "a.PNG")
+    rgb(src / "sub" / "b.jpg", seed=1)
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.png").write_bytes(rgb(tmp_path / "x.png").read_bytes()[:60])
+    out = tmp_path / "out"
+    code, records, err = run(["sr", str(src), "-o", str(out), "--json", *tiny_args()], capsys)
+    assert code == 1
+    status = {Path(r["input"]).name: r["status"] for r in records}
+    assert status == {"a.PNG": "ok", "b.jpg": "ok", "broken.png": "error"}
+    assert (out / "a.png").is_file() and (out / "sub" / "b.png").is_file()
+    assert not (out / "broken.png").exists()
+    assert "broken.png" in err and "Traceback" not in err
+    broken = next(r for r in records if r["status"] == "error")
+    assert broken["error"] and broken["output_size"] is None
+    ok = next(r for r in records if r["status"] == "ok")
+    assert ok["input_size"] == [24, 16] and ok["output_size"] == [96, 64] and ok["seed"] == 12345
+    # Re-running resumes: finished outputs are skipped, the model is not needed for them.
+    (src / "broken.png").unlink()
+    mtime = (out / "a.png").stat().st_mtime_ns
+    code, records, _ = run(["sr", str(src), "-o", str(out), "--json", *tiny_args()], capsys)
+    assert code == 0 and {r["status"] for r in records} == {"skipped"}
+    assert (out / "a.png").stat().st_mtime_ns == mtime
+    code, records, _ = run(
+        ["sr", str(src), "-o", str(out), "--json", "--overwrite", *tiny_args()], capsys
+    )
+    assert code == 0 and {r["status"] for r in records} == {"ok"}
+
+
+def test_fail_fast_stops_at_first_error(tmp_path, tiny_args, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"garbage")
+    rgb(src / "b.png")
+    code, records, _ = run(
+        ["sr", str(src), "-o", str(tmp_path / "o"), "--json", "--fail-fast", *tiny_args()], capsys
+    )
+    assert code == 1 and [r["status"] for r in records] == ["error"]
+
+
+def test_usage_errors_exit_2(tmp_path, tiny_args, capsys) -> None:
+    a, b = rgb(tmp_path / "a.png"), rgb(tmp_path / "b.png")
+    assert run(["sr", str(a), str(b), *tiny_args()], capsys)[0] == 2  # several inputs need -o DIR
+    (tmp_path / "d").mkdir()
+    rgb(tmp_path / "d" / "a.jpg")
+    code, _, err = run(
+        ["sr", str(a), str(tmp_path / "d"), "-o", str(tmp_path / "o"), *tiny_args()], capsys
+    )
+    assert code == 2 and "a.png" in err  # both would write o/a.png
+    assert run(["sr", str(tmp_path / "missing.png"), *tiny_args()], capsys)[0] == 2
+    assert run(["sr", str(a), "--scale", "-1", *tiny_args()], capsys)[0] == 2
+    assert run(["sr", str(a), "--color-fix", "magic", *tiny_args()], capsys)[0] == 2
+    assert run(["sr", str(a), "--bogus-option"], capsys)[0] == 2
+    assert run(["face", str(a)], capsys)[0] == 2  # without --aligned
+    assert run(["inpaint", str(a), *tiny_args("tiny-inpaint")], capsys)[0] == 2  # no --mask
+    assert not list(tmp_path.glob("*_x4.png"))
+
+
+def test_model_errors_exit_3(tmp_path, capsys, monkeypatch, weights) -> None:
+    a = rgb(tmp_path / "a.png")
+    code, _, err = run(["sr", str(a), "-m", "no-such-model"], capsys)
+    assert code == 3 and "no-such-model" in err
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(["sr", str(a), "--offline", "--device", "cpu"], capsys)
+    assert code == 3 and "restore models download realsr-v3" in err and "Traceback" not in err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nonsense")
+    code, _, err = run(
+        ["sr", str(a), "--registry", str(TINY_REGISTRY), "-m", "tiny-sr", "--checkpoint", str(bad),
+         "--autoencoder", str(weights("tiny-sr")[1])],  # fmt: skip
+        capsys,
+    )
+    assert code == 3 and "bad.safetensors" in err
+
+
+def test_alpha_gray_and_16_bit_survive(tmp_path, tiny_args, capsys) -> None:
+    import png  # pypng
+
+    rgba = rgb(tmp_path / "rgba.png", mode="RGBA")
+    gray = rgb(tmp_path / "gray.png", mode="L")
+    deep = tmp_path / "deep.png"
+    a16 = (np.random.default_rng(3).random((16, 24 * 3)) * 65535).astype(np.uint16)
+    png.Writer(24, 16, greyscale=False, bitdepth=16).write(deep.open("wb"), a16.tolist())
+    out = tmp_path / "out"
+    code, _, err = run(
+        ["sr", str(rgba), str(gray), str(deep), "-o", str(out), *tiny_args()], capsys
+    )
+    assert code == 0, err
+    assert Image.open(out / "rgba.png").mode == "RGBA"
+    alpha_in = np.asarray(Image.open(rgba))[..., 3].astype(float)
+    alpha_out = np.asarray(Image.open(out / "rgba.png"))[..., 3].astype(float)
+    assert alpha_out.shape == (64, 96) and abs(alpha_out.mean() - alpha_in.mean()) < 10
+    assert Image.open(out / "gray.png").mode in ("L", "I;16")
+    info = png.Reader(filename=str(out / "deep.png")).read()[3]
+    assert info["bitdepth"] == 16 and not info["greyscale"]
+
+
+def test_exif_rotation_is_applied(tmp_path, tiny_args, capsys) -> None:
+    src = tmp_path / "rot.jpg"
+    im = Image.fromarray((np.random.default_rng(0).random((16, 24, 3)) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.save(src, exif=exif)
+    code, _, err = run(["sr", str(src), *tiny_args()], capsys)
+    assert code == 0, err
+    out = Image.open(tmp_path / "rot_x4.png")
+    assert out.size == (64, 96)
+    assert out.getexif().get(0x0112, 1) == 1
+
+
+def test_shards_partition_inputs(tmp_path, tiny_args, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        rgb(src / f"{i}.png", w=8, h=8, seed=i)
+    seen = []
+    for k in (1, 2, 3):
+        code, records, _ = run(
+            [
+                "sr",
+                str(src),
+                "-o",
+                str(tmp_path / "o"),
+                "--json",
+                "--shard",
+                f"{k}/3",
+                *tiny_args(),
+            ],
+            capsys,
+        )
+        assert code == 0
+        seen += [Path(r["input"]).name for r in records]
+    assert sorted(seen) == sorted(f"{i}.png" for i in range(6))
+    assert (
+        run(["sr", str(src), "-o", str(tmp_path / "o"), "--shard", "4/3", *tiny_args()], capsys)[0]
+        == 2
+    )
+
+
+def test_inpaint_with_mask_folder_and_mismatched_mask(tmp_path, tiny_args, capsys) -> None:
+    src, masks = tmp_path / "in", tmp_path / "masks"
+    src.mkdir()
+    masks.mkdir()
+    rgb(src / "a.png", w=40, h=30)
+    rgb(src / "b.png", w=40, h=30)
+    m = np.zeros((30, 40), np.uint8)
+    m[5:15, 5:20] = 255
+    Image.fromarray(m).save(masks / "a.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / "b.png")
+    code, records, err = run(
+        [
+            "inpaint",
+            str(src),
+            "--mask",
+            str(masks),
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+            *tiny_args("tiny-inpaint"),
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert {Path(r["input"]).name: r["status"] for r in records} == {
+        "a.png": "ok",
+        "b.png": "error",
+    }
+    assert "b.png" in err and "10x10" in err
+    out = np.asarray(Image.open(tmp_path / "o" / "a.png"))
+    src_px = np.asarray(Image.open(src / "a.png"))
+    assert np.array_equal(out[m == 0], src_px[m == 0])  # known pixels kept
+
+
+def test_face_aligned(tmp_path, tiny_args, capsys) -> None:
+    src = rgb(tmp_path / "f.png", w=64, h=64)
+    code, _, err = run(["face", str(src), "--aligned", *tiny_args("tiny-face")], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "f_restored.png").size == (64, 64)
+
+
+def test_info_models_and_version(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    code, records, _ = run(["info", "--json"], capsys)
+    assert code == 0 and records[0]["auto_device"] in ("cpu", "cuda", "mps")
+    assert records[0]["cache"] == str(tmp_path / "cache")
+    code, records, _ = run(["models", "list", "--json"], capsys)
+    names = {r["name"]: r for r in records}
+    assert code == 0 and set(names) >= {"realsr-v1", "realsr-v2", "realsr-v3", "bicsr",
+                                        "inpaint-imagenet", "inpaint-face", "faceir"}  # fmt: skip
+    assert names["realsr-v3"]["steps"] == 4 and names["realsr-v1"]["steps"] == 15
+    assert not names["realsr-v3"]["cached"] and "S-Lab" in names["realsr-v3"]["licence"]
+    assert main(["--version"]) == 0
+    code, _, err = run(["models", "download", "realsr-v3", "--quiet"], capsys)
+    assert code == 3  # no network here: a clear weights error, no traceback
+    assert "Traceback" not in err
+
+
+def test_models_convert(tmp_path, weights, capsys) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    unet, _ = weights("tiny-sr")
+    state = load_file(str(unet))
+    pth = tmp_path / "x.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, pth)
+    out = tmp_path / "x.safetensors"
+    assert main(["models", "convert", str(pth), str(out)]) == 0
+    assert set(load_file(str(out))) == set(state)
+    assert main(["models", "convert", str(pth), str(out)]) == 2  # exists
+
+
+def test_installed_entry_point_and_module(tmp_path, tiny_args) -> None:
+    exe = shutil.which("restore", path=os.path.dirname(sys.executable))
+    assert exe, "the console script is installed beside the interpreter"
+    src = rgb(tmp_path / "p.png")
+    res = subprocess.run(
+        [exe, "sr", str(src), "--json", "--quiet", *tiny_args()], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout.strip().splitlines()[-1])
+    assert record["status"] == "ok" and Path(record["output"]).is_file()
+    res = subprocess.run(
+        [sys.executable, "-m", "restore_cli", "--version"], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and res.stdout.startswith("restore ")
+    res = subprocess.run([exe, "sr", str(tmp_path / "nope.png")], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") <= 2
