@@ -1,0 +1,531 @@
+"""Read and write images faithfully: orientation, alpha, grayscale, 16-bit, ICC and EXIF.
+
+Pixels travel as float32 arrays in [0, 1]: ``(H, W, 3)`` RGB colour and an optional ``(H, W)``
+alpha. Pillow decodes 8-bit files; 16-bit PNGs go through pypng and 16-bit TIFFs through tifffile,
+because Pillow truncates 16-bit colour to 8 bits. Writes are atomic: a hidden temporary file in the
+target folder, renamed into place once complete.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import png
+import tifffile
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+
+from .errors import InputError, UsageError
+
+# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS): about 13,400 x 13,400 pixels.
+DEFAULT_MAX_PIXELS = 178_956_970
+DEFAULT_QUALITY = 95  # JPEG and WebP
+
+FORMAT_BY_SUFFIX = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+# What each output format can hold: grayscale, alpha, 16 bits, ICC and EXIF.
+_CAN_GRAY = {"PNG", "JPEG", "TIFF", "BMP"}
+_CAN_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
+_CAN_DEEP = {"PNG", "TIFF"}
+_CAN_META = {"PNG", "JPEG", "WEBP", "TIFF"}
+
+_ORIENTATION = 0x0112
+_EXIF_PREFIX = b"Exif\x00\x00"
+# EXIF tags that describe the photo rather than the file layout; the only ones copied out of a
+# TIFF's own tags or into a TIFF (the others, like StripOffsets, belong to one file).
+_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 33432, 0x8769, 0x8825)
+_SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    zlib.error,
+    png.Error,
+)
+
+
+@dataclass
+class Picture:
+    pixels: np.ndarray  # (H, W, 3) float32 in [0, 1], RGB; gray sources replicated to 3 channels
+    alpha: np.ndarray | None  # (H, W) float32 in [0, 1], or None
+    gray: bool  # the source was grayscale (L, LA, I;16, ...) -> written grayscale
+    bit_depth: int  # 8 or 16 (16-bit PNG/TIFF sources)
+    icc_profile: bytes | None
+    exif: bytes | None  # starts with b"Exif\0\0"; orientation tag reset to 1
+    source_format: str  # "PNG", "JPEG", "WEBP", "TIFF", "BMP", ...
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H), as Pillow counts."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_image(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode ``path`` with its EXIF orientation applied; InputError if it cannot be read."""
+    try:
+        with open(path, "rb") as fp:
+            im = _open_header(fp)
+            _check_pixels(path, im.size, max_pixels)
+            pixels, alpha, gray, depth, icc = _decode(im, path)
+            exif, orientation = _carried_exif(im)
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: file not found", "check the path") from e
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as e:
+        raise _unreadable(path, e) from e
+    pixels = _orient(pixels, orientation)
+    alpha = None if alpha is None else _orient(alpha, orientation)
+    return Picture(pixels, alpha, gray, depth, icc, exif, im.format or "unknown")
+
+
+def read_mask(
+    path: Path,
+    size: tuple[int, int],
+    *,
+    image: Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """An inpainting mask as (H, W) float32 in [0, 1], white = 1 = hole; ``size`` is the image's (W, H).
+
+    Colour masks are reduced to their luminance (Rec. 601). A mask with alpha is composited over
+    black, so transparent pixels keep the photo: white strokes painted on a transparent layer mark
+    the holes (masks that mark holes by transparency alone must be flattened first). Soft values
+    are kept; thresholding is the pipeline's call.
+    """
+    picture = read_image(path, max_pixels=max_pixels)
+    if picture.size != size:
+        of = f" {image}" if image is not None else ""
+        raise InputError(
+            f"{path}: mask is {_wh(picture.size)} but the image{of} is {_wh(size)}",
+            f"make the mask exactly {_wh(size)} pixels, like the image it belongs to",
+        )
+    mask = picture.pixels[..., 0] if picture.gray else _luma(picture.pixels)
+    if picture.alpha is not None:
+        mask = mask * picture.alpha
+    return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _open_header(fp: BinaryIO) -> ImageFile.ImageFile:
+    """Identify the format and parse the header only; ``.load()`` decodes the pixels later.
+
+    This is ``Image.open`` without its decompression-bomb check, which reads the global
+    ``Image.MAX_IMAGE_PIXELS``: ``read_image`` applies its own ``max_pixels`` instead.
+    """
+    Image.init()
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(prefix)
+        if not accepted or isinstance(accepted, str):  # a str is Pillow's "almost" message
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError("not an image, or a format Pillow does not know")
+
+
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    pixels = size[0] * size[1]
+    if max_pixels is not None and pixels > max_pixels:
+        raise InputError(
+            f"{path}: image is {_wh(size)} = {pixels:,} pixels, over the limit of {max_pixels:,}",
+            f"if you trust this file, raise the limit with --max-pixels {pixels}",
+        )
+
+
+def _unreadable(path: Path, e: BaseException) -> InputError:
+    if isinstance(e, Image.DecompressionBombError):
+        return InputError(f"{path}: image too large ({e})", "raise the limit with --max-pixels")
+    if isinstance(e, UnidentifiedImageError):
+        reason = "not an image, or an unsupported format"
+    elif isinstance(e, OSError) and e.strerror:
+        reason = e.strerror
+    else:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+    return InputError(
+        f"{path}: cannot read image ({reason})",
+        "check that the file is a complete PNG, JPEG, WebP, TIFF or BMP image",
+    )
+
+
+def _decode(im: ImageFile.ImageFile, path: Path):
+    """(pixels, alpha, gray, bit_depth, icc) as stored, before orientation.
+
+    Deep files are read again from ``path`` by pypng or tifffile, leaving Pillow's file alone.
+    """
+    icc = im.info.get("icc_profile") or None
+    if im.format == "PNG" and _png_bit_depth(path) == 16:
+        return (*_read_png16(path), 16, icc)
+    if im.format == "TIFF" and _tiff_bits(im) > 8 and (deep := _read_tiff_deep(path)) is not None:
+        return (*deep, 16, icc)
+    im.load()
+    if im.mode == "CMYK":
+        return (*_split(_cmyk_to_rgb(im, icc)), False, 8, None)
+    if im.mode.startswith("I") or im.mode == "F":
+        scale = 1.0 if im.mode == "F" else 65535.0
+        gray = np.clip(np.asarray(im, dtype=np.float32) / scale, 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=2), None, True, 16, icc
+    has_alpha = im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
+    gray = im.mode in ("1", "L", "LA", "La")
+    mode = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
+    a = np.asarray(im.convert(mode)).astype(np.float32) / np.float32(255)
+    if gray:
+        a = a[..., None] if a.ndim == 2 else a
+        a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
+    return (*_split(a), gray, 8, icc)
+
+
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3 or 4) -> colour and optional alpha."""
+    if a.ndim == 3 and a.shape[2] == 4:
+        return np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(a[..., 3])
+    return a, None
+
+
+def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
+    rgb = None
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            rgb = ImageCms.profileToProfile(
+                im, src, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+        except (ImageCms.PyCMSError, OSError):
+            rgb = None
+    rgb = rgb if rgb is not None else im.convert("RGB")
+    return np.asarray(rgb).astype(np.float32) / np.float32(255)
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(25)  # signature (8), IHDR length and type (8), width and height (8), depth
+    return head[24] if len(head) == 25 else 0
+
+
+def _read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    with open(path, "rb") as f:  # pypng leaves files it opened itself to the garbage collector
+        width, height, rows, info = png.Reader(file=f).asDirect()
+        planes = info["planes"]
+        a = np.empty((height, width * planes), np.float32)
+        for y, row in enumerate(rows):
+            a[y] = row
+    a = a.reshape(height, width, planes) / np.float32(2 ** info["bitdepth"] - 1)
+    gray = bool(info["greyscale"])
+    color = np.repeat(a[..., :1], 3, axis=2) if gray else np.ascontiguousarray(a[..., :3])
+    alpha = np.ascontiguousarray(a[..., -1]) if info["alpha"] else None
+    return color, alpha, gray
+
+
+def _tiff_bits(im: ImageFile.ImageFile) -> int:
+    bits = im.tag_v2.get(258, 8)  # type: ignore[attr-defined]
+    return max(bits) if isinstance(bits, tuple) else int(bits)
+
+
+def _read_tiff_deep(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
+    """First page of a TIFF deeper than 8 bits, or None to let Pillow try (8-bit at best).
+
+    tifffile needs the optional ``imagecodecs`` package for LZW, PackBits and JPEG compression.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            photometric, extra = int(page.photometric), tuple(page.extrasamples)
+            a = page.asarray()
+            if page.planarconfig == 2 and a.ndim == 3:  # separate planes: (S, H, W)
+                a = np.moveaxis(a, 0, -1)
+            bits = page.bitspersample
+    except Exception:  # unsupported codec or layout; Pillow's decoder reports real damage
+        return None
+    if photometric not in (0, 1, 2) or a.dtype.kind not in "uf":  # min-is-white, -black, RGB
+        return None
+    a = a[..., None] if a.ndim == 2 else a
+    a = a.astype(np.float32) / (np.float32(2**bits - 1) if a.dtype.kind == "u" else 1)
+    a = np.clip(a, 0.0, 1.0)
+    gray = photometric in (0, 1)
+    color = a[..., :1] if gray else a[..., :3]
+    color = 1 - color if photometric == 0 else color
+    alpha = a[..., color.shape[2]] if extra and extra[0] in (1, 2) else None
+    if alpha is not None and extra[0] == 1:  # associated (premultiplied) alpha
+        color = np.where(alpha[..., None] > 0, color / np.maximum(alpha[..., None], 1e-12), 0)
+    color = np.repeat(color, 3, axis=2) if gray else color
+    return np.ascontiguousarray(color, np.float32), alpha, gray
+
+
+# --- orientation and metadata ------------------------------------------------------------------
+
+
+def _carried_exif(im: ImageFile.ImageFile) -> tuple[bytes | None, int]:
+    """(EXIF to carry, with orientation 1; the orientation to apply). Bad EXIF is dropped."""
+    try:
+        # For TIFF the EXIF lives among the file's own tags. Pillow's TIFF .load() applies the
+        # orientation itself and drops the tag, so only the tifffile path still sees it here.
+        if im.format == "TIFF":
+            exif = _descriptive(im.getexif())
+            raw = exif.tobytes() if len(exif) else None
+        else:
+            raw = im.info.get("exif") or None
+            if raw is None:
+                return None, 1
+            raw = raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw
+            exif = Image.Exif()
+            exif.load(raw)
+        orientation = exif.get(_ORIENTATION, 1)
+        carried = _reset_orientation(raw) if raw else None
+    except (*_DECODE_ERRORS, TypeError):
+        return None, 1
+    return carried, orientation if orientation in range(1, 9) else 1
+
+
+def _descriptive(exif: Image.Exif) -> Image.Exif:
+    out = Image.Exif()
+    for tag in _DESCRIPTIVE_TAGS:
+        if tag in exif:
+            out[tag] = exif.get_ifd(tag) if tag in _SUB_IFDS else exif[tag]
+    return out
+
+
+def _reset_orientation(raw: bytes) -> bytes:
+    """Set the orientation tag in IFD0 to 1, in place, leaving every other byte as it was."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[raw[6:8]]
+        ifd = 6 + struct.unpack_from(order + "I", raw, 10)[0]
+        for i in range(struct.unpack_from(order + "H", raw, ifd)[0]):
+            entry = ifd + 2 + 12 * i
+            tag, kind, count = struct.unpack_from(order + "HHI", raw, entry)
+            if tag == _ORIENTATION and kind == 3 and count == 1:
+                out = bytearray(raw)
+                struct.pack_into(order + "H", out, entry + 8, 1)
+                return bytes(out)
+        return raw
+    except (KeyError, struct.error):
+        exif = Image.Exif()
+        exif.load(raw)
+        exif[_ORIENTATION] = 1
+        return exif.tobytes()
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (as PIL.ImageOps.exif_transpose) to (H, W, ...) arrays."""
+    ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.swapaxes(0, 1),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: x.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda x: np.rot90(x, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a hidden temporary file beside ``path``, then rename it to ``path``.
+
+    Creates missing parent folders. On any exception (KeyboardInterrupt included) the temporary
+    file is removed and ``path`` is left as it was: nothing new, and never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _reserve_tmp(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _reserve_tmp(path: Path) -> Path:
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:  # O_EXCL claims the name; 0o666 lets the umask set permissions as for any new file
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def format_for(path: Path) -> str:
+    """The format written for ``path``'s extension ("PNG", "JPEG", ...); UsageError if unknown."""
+    fmt = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(
+            f"{path}: cannot write images with extension {Path(path).suffix or '(none)'!r}",
+            "use one of " + ", ".join(FORMAT_BY_SUFFIX),
+        )
+    return fmt
+
+
+def write_image(path: Path, picture: Picture, *, quality: int | None = None) -> None:
+    """Write ``picture`` atomically, the format chosen by the extension.
+
+    Grayscale, alpha, 16 bits, ICC and EXIF are kept where the format can hold them. JPEG has no
+    alpha: it is composited over white. WebP has no grayscale: it is written RGB. 16-bit TIFFs
+    carry the ICC profile but not the EXIF. ``quality`` (1-100, default 95) is for JPEG and WebP;
+    JPEG is written without chroma subsampling.
+    """
+    fmt = format_for(path)
+    if quality is not None and not 1 <= quality <= 100:
+        raise UsageError(f"quality {quality} is out of range", "pass a quality from 1 to 100")
+    try:
+        atomic_write(path, lambda tmp: _write(tmp, picture, fmt, quality or DEFAULT_QUALITY))
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()[:120]
+        raise InputError(
+            f"{path}: cannot write image ({reason or type(e).__name__})",
+            "check that the output folder is writable and has free space",
+        ) from e
+
+
+def quantize(x: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """float in [0, 1] -> uint8 / uint16 as ``round(255 * x)`` in float32, ties to even."""
+    top, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0)
+    return np.round(np.clip(x, 0, 1) * np.float32(top)).astype(dtype)
+
+
+def _write(tmp: Path, picture: Picture, fmt: str, quality: int) -> None:
+    gray = picture.gray and fmt in _CAN_GRAY
+    keep_alpha = picture.alpha is not None and fmt in _CAN_ALPHA
+    if fmt == "BMP" and gray and keep_alpha:  # BMP has no gray + alpha
+        gray = False
+    a = _channels(picture, gray, keep_alpha)
+    meta = fmt in _CAN_META
+    icc = picture.icc_profile if meta and _icc_fits(picture.icc_profile, gray) else None
+    exif = picture.exif if meta else None
+    if picture.bit_depth == 16 and fmt in _CAN_DEEP:
+        deep = quantize(a, 16)
+        if fmt == "PNG":
+            _write_png16(tmp, deep, icc, exif)
+        else:
+            _write_tiff16(tmp, deep, icc)
+        return
+    im = Image.fromarray(quantize(a[..., 0] if a.shape[2] == 1 else a))
+    options: dict[str, object] = {}
+    if icc:
+        options["icc_profile"] = icc
+    if exif:  # TIFF merges the EXIF into its own tags, so it only gets the descriptive ones
+        options["exif"] = exif if fmt != "TIFF" else _descriptive(_load_exif(exif)).tobytes()
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    if fmt == "JPEG":
+        options["subsampling"] = 0
+    im.save(tmp, format=fmt, **options)
+
+
+def _channels(picture: Picture, gray: bool, keep_alpha: bool) -> np.ndarray:
+    """(H, W, C) float32 to encode: C = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA)."""
+    color = np.asarray(picture.pixels, dtype=np.float32)
+    if gray:
+        same = np.array_equal(color[..., 0], color[..., 1]) and np.array_equal(
+            color[..., 0], color[..., 2]
+        )
+        color = color[..., :1] if same else _luma(color)[..., None]
+    alpha = picture.alpha
+    if alpha is None:
+        return color
+    alpha = np.asarray(alpha, dtype=np.float32)[..., None]
+    if keep_alpha:
+        return np.concatenate([color, alpha], axis=2)
+    return color * alpha + (1 - alpha)  # over white
+
+
+def _write_png16(path: Path, a: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
+    """16-bit PNG from (H, W, C) uint16, rows stored with the "Up" filter."""
+    height, width, channels = a.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = a.astype(">u2").reshape(height, -1).view(np.uint8)
+    up = np.empty((height, rows.shape[1] + 1), np.uint8)
+    up[:, 0] = 2
+    up[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=up[1:, 1:])  # wraps modulo 256, as PNG defines
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
+    if icc:
+        chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        chunks.append((b"eXIf", exif.removeprefix(_EXIF_PREFIX)))
+    chunks += [(b"IDAT", zlib.compress(up.tobytes(), 6)), (b"IEND", b"")]
+    with open(path, "wb") as f:
+        png.write_chunks(f, chunks)
+
+
+def _write_tiff16(path: Path, a: np.ndarray, icc: bytes | None) -> None:
+    """16-bit TIFF from (H, W, C) uint16, uncompressed; the EXIF is not written."""
+    gray = a.shape[2] <= 2
+    tifffile.imwrite(
+        path,
+        a[..., 0] if a.shape[2] == 1 else a,
+        photometric="minisblack" if gray else "rgb",
+        extrasamples=("unassalpha",) if a.shape[2] in (2, 4) else None,
+        iccprofile=icc,
+        metadata=None,
+    )
+
+
+def _load_exif(raw: bytes) -> Image.Exif:
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif
+
+
+def _icc_fits(icc: bytes | None, gray: bool) -> bool:
+    """A profile is only embedded where its colour space (header bytes 16-20) fits the pixels."""
+    return bool(icc) and icc[16:20] == (b"GRAY" if gray else b"RGB ")  # type: ignore[index]
+
+
+# --- pixels ----------------------------------------------------------------------------------
+
+
+def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Lanczos resize of float32 (H, W, C) or (H, W) to ``size`` = (W, H), in float, clipped to [0, 1].
+
+    Each channel goes through Pillow's 32-bit float mode, so nothing is quantised to 8 bits;
+    Pillow widens the kernel when shrinking, which antialiases.
+    """
+    a = np.asarray(pixels, dtype=np.float32)
+    planes = a[..., None] if a.ndim == 2 else a
+    out = np.empty((size[1], size[0], planes.shape[2]), np.float32)
+    for c in range(planes.shape[2]):
+        channel = Image.fromarray(np.ascontiguousarray(planes[..., c]))
+        out[..., c] = np.asarray(channel.resize(size, Image.Resampling.LANCZOS))
+    out = np.clip(out, 0.0, 1.0, out=out)
+    return out[..., 0] if a.ndim == 2 else out
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) Rec. 601 luminance, as Pillow's convert("L") but in float."""
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.asarray(rgb, dtype=np.float32) @ weights
+
+
+def _wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
