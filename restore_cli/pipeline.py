@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import colorfix, sampler, tiling
 from .device import make_generator
@@ -108,6 +109,33 @@ class Restorer:
         x = sampler.sample(self.denoiser(p), p.z_y, self.tables, generator, step_cb)
         return self.decode(x, p)
 
+    # -- PIL images (the public API) ------------------------------------------------------------
+    def __call__(
+        self,
+        image: Image.Image,
+        mask: Image.Image | None = None,
+        *,
+        seed: int = 12345,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        color_fix: str = "none",
+        progress: Progress | None = None,
+    ) -> Image.Image:
+        """Restore a PIL image (RGB, RGBA, L, LA, P; 8 or 16 bit) and return an 8-bit PIL image of
+        the same kind (alpha kept and resized, grayscale kept). ``mask``: white = fill."""
+        pixels, alpha, gray = _from_pil(image)
+        m = None if mask is None else _from_pil(mask)[0].mean(axis=2)
+        out = self.restore(
+            pixels,
+            m,
+            seed=seed,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            color_fix=color_fix,
+            progress=progress,
+        )
+        return _to_pil(out, alpha, gray)
+
     # -- arrays ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def restore(
@@ -184,6 +212,37 @@ class Restorer:
     def auto_tile(self) -> int:
         """Largest tile (input pixels) whose working set fits the device's free memory."""
         return tiling.auto_tile(self.spec, self.device, self.dtype)
+
+
+def _from_pil(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(H, W, 3) float32 RGB in [0, 1], alpha (H, W) or None, and whether it was grayscale."""
+    gray = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    alpha = None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"))[..., 3].astype(np.float32) / 255
+    if image.mode.startswith("I") or image.mode == "F":
+        a = np.asarray(image).astype(np.float32)
+        a = a / (65535.0 if a.max() > 255 else 255.0)
+        rgb = np.repeat(a[..., None], 3, axis=2)
+    else:
+        rgb = np.asarray(image.convert("RGB")).astype(np.float32) / 255
+    return np.clip(rgb, 0, 1), alpha, gray
+
+
+def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool) -> Image.Image:
+    def u8(a: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+    h, w = rgb.shape[:2]
+    out = Image.fromarray(u8(rgb), "RGB")
+    if gray:
+        out = out.convert("L")
+    if alpha is not None:
+        a = Image.fromarray(alpha.astype(np.float32), "F")
+        if a.size != (w, h):
+            a = a.resize((w, h), Image.Resampling.LANCZOS)
+        out.putalpha(Image.fromarray(u8(np.asarray(a)), "L"))
+    return out
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -155,8 +155,6 @@ def _run(task: str, **a) -> None:
     if not items:
         raise UsageError("no images found in the inputs", "supported: png, jpg, webp, tif, bmp")
     several = len(items) > 1 or any(p.is_dir() for p in a["inputs"] or [])
-    if a["shard"]:
-        items = files.shard(items, a["shard"])
     scale = a.get("scale")
     default_suffix = (
         batch.suffix_for_scale(scale or spec.scale) if task == "sr" else DEFAULT_SUFFIX[task]
@@ -168,7 +166,10 @@ def _run(task: str, **a) -> None:
         fmt=a["fmt"],
         suffix=a["suffix"],
         several=several,
-    )
+    )  # planned for all inputs, so clashes across shards are refused too
+    if a["shard"]:
+        mine = set(files.shard(items, a["shard"]))
+        jobs = [job for job in jobs if job.input in mine]
     settings = batch.Settings(
         model=spec.name,
         seed=a["seed"],
