@@ -17,8 +17,9 @@ import torch
 
 from .registry import ModelSpec
 
-# Working memory per output pixel of one tile, in bytes, for fp32 (measured peak of the VQ decoder
-# and UNet activations on CPU, with margin). Half of it for fp16/bf16.
+# Working memory per output pixel of one tile, in bytes, for fp32: an estimate from the VQ decoder's
+# widest full-resolution activations (several 128/256-channel float maps) with margin; not yet
+# calibrated on a GPU. Half of it for fp16/bf16.
 BYTES_PER_OUTPUT_PIXEL_FP32 = 6144
 MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only cost latency
 
