@@ -137,9 +137,9 @@ def test_model_errors_exit_3(tmp_path, capsys, monkeypatch, weights) -> None:
     bad.write_bytes(b"nonsense")
     code, _, err = run(
         ["sr", str(a), "--registry", str(TINY_REGISTRY), "-m", "tiny-sr", "--checkpoint", str(bad),
-         "--autoencoder", str(weights("tiny-sr")[1])],  # fmt: skip
+         "--autoencoder", str(weights("tiny-sr")[1])],
         capsys,
-    )
+    )  # fmt: skip
     assert code == 3 and "bad.safetensors" in err
 
 
