@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import VQConfig
+from .layers import GroupNorm
+from .winograd import Conv3x3
 
 # Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
 ATTN_CHUNK = 4096
@@ -18,17 +20,17 @@ ATTN_CHUNK = 4096
 QUANT_CHUNK = 16384
 
 
-def normalize(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6)
+def normalize(channels: int) -> GroupNorm:
+    return GroupNorm(32, channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.norm1 = normalize(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = Conv3x3(cin, cout)
         self.norm2 = normalize(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = Conv3x3(cout, cout)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
