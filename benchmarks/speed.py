@@ -1,8 +1,9 @@
 """Timing of the full-size pipeline with deterministically filled weights (no download needed).
 
-    python benchmarks/speed.py [--device auto] [--dtype auto] [--sizes 64 128] [--model realsr-v3]
+    python benchmarks/speed.py [--device auto] [--dtype auto] [--sizes 64 40x72] [--model realsr-v3]
 
-Prints one row per input size: encode, per-step UNet, decode and total seconds, and peak memory.
+Sizes are ``S`` (square) or ``HxW``; sizes that are not a multiple of the model's padding are
+reflect-padded as in use. Prints one row per input size: encode, per-step UNet, decode and total seconds, and peak memory.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     ap.add_argument("--model", default="realsr-v3")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--sizes", nargs="+", default=["64", "128"])
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     spec = default_registry().get(args.model)
@@ -57,8 +58,10 @@ def main() -> None:
     print(
         f"{'input':>9} {'output':>9} {'encode s':>9} {'unet s/step':>12} {'decode s':>9} {'total s':>8}"
     )
-    for side in args.sizes:
-        lq = torch.rand(1, 3, side, side) * 2 - 1
+    for size in args.sizes:
+        h, _, w = size.partition("x")
+        side, width = int(h), int(w or h)
+        lq = torch.rand(1, 3, side, width) * 2 - 1
         best = None
         for _ in range(args.repeat):
             with torch.inference_mode():
@@ -75,9 +78,9 @@ def main() -> None:
                 t3 = time.perf_counter()
             row = (t1 - t0, (t2 - t1) / spec.schedule.steps, t3 - t2, t3 - t0)
             best = row if best is None or row[3] < best[3] else best
-        out = side * spec.scale
+        size_in, size_out = f"{side}x{width}", f"{side * spec.scale}x{width * spec.scale}"
         print(
-            f"{side:>4}x{side:<4} {out:>4}x{out:<4} {best[0]:9.2f} {best[1]:12.3f} {best[2]:9.2f} {best[3]:8.2f}"
+            f"{size_in:>9} {size_out:>9} {best[0]:9.2f} {best[1]:12.3f} {best[2]:9.2f} {best[3]:8.2f}"
         )
     if device.type == "cuda":
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
