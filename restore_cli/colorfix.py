@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .device import bicubic
+
 COLOR_FIXES = ("none", "wavelet", "adain")
 
 
@@ -18,7 +20,7 @@ def apply(kind: str, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if kind == "none":
         return out
     if ref.shape[-2:] != out.shape[-2:]:
-        ref = F.interpolate(ref, size=out.shape[-2:], mode="bicubic", align_corners=False)
+        ref = bicubic(ref, size=(out.shape[-2], out.shape[-1]))
     if kind == "adain":
         fixed = adain(out, ref)
     elif kind == "wavelet":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .errors import UsageError
 
@@ -66,6 +67,21 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
 def make_generator(seed: int) -> torch.Generator:
     """A CPU generator: the same noise on every device, as the reference's CPU stream."""
     return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def bicubic(x: torch.Tensor, size: tuple[int, int] | None = None, scale: float | None = None,
+            antialias: bool = False) -> torch.Tensor:  # fmt: skip
+    """Bicubic resize (align_corners=False) of (B, C, H, W) ``x``, computed on the CPU for MPS tensors.
+
+    PyTorch 2.4 and 2.5 have no MPS kernel for bicubic upsampling (NotImplementedError unless a fallback
+    variable is set before torch is imported) and none for antialiased bicubic; one resize on the CPU
+    costs little next to the networks.
+    """
+    src = x.cpu() if x.device.type == "mps" else x
+    out = F.interpolate(
+        src, size=size, scale_factor=scale, mode="bicubic", antialias=antialias, align_corners=False
+    )
+    return out.to(x.device)
 
 
 def _mps_available() -> bool:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import colorfix, sampler, tiling
-from .device import make_generator
+from .device import bicubic, make_generator
 from .nets.unet import UNetModelSwin
 from .nets.vqgan import VQModel
 from .registry import ModelSpec
@@ -75,7 +75,7 @@ class Restorer:
             mask = pad_to_multiple(mask.to(self.device, torch.float32), self.spec.pad_multiple)
         up = lq
         if self.spec.scale != 1:
-            up = F.interpolate(lq, scale_factor=self.spec.scale, mode="bicubic")
+            up = bicubic(lq, scale=self.spec.scale)
         z_y = self.vq.encode(up.to(self.dtype)).float()
         return Prepared(lq, mask, z_y, size)
 
@@ -246,4 +246,4 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool) -> Image.Imag
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return bicubic(x, size=size, antialias=True)

@@ -113,3 +113,14 @@ def test_device_and_dtype_errors() -> None:
             resolve_device("cuda")
     with pytest.raises(UsageError):
         resolve_device("tpu")
+
+
+def test_bicubic_helper_matches_torch_resize() -> None:
+    from restore_cli.device import bicubic
+
+    x = torch.rand(1, 3, 9, 7)
+    torch.testing.assert_close(
+        bicubic(x, scale=4), torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic")
+    )
+    y = bicubic(x, size=(4, 3), antialias=True)
+    assert y.shape == (1, 3, 4, 3) and y.device == x.device
