@@ -23,36 +23,24 @@ converted once (``torch.load(weights_only=True)``: no pickled code runs); afterw
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from filelock import FileLock
-from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import constants
 
-from ._version import __version__
+from . import hub
 from .checkpoints import convert_to_safetensors
 from .errors import OfflineError, WeightsError
 from .registry import Source
+from .transfer import ProgressFn, download_url, partial_path
 
-ProgressFn = Callable[[str, int, int | None], None]  # (label, bytes_done, bytes_total)
-
-_TIMEOUT = 30.0  # seconds, for connecting and for each read
-_CHUNK = 1 << 18
-_ATTEMPTS = 3  # tries per resolve(), each resuming the last, while bytes keep arriving
-_USER_AGENT = f"restore-cli/{__version__}"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HF_URI = re.compile(
-    r"hf://(?:(?P<kind>model|dataset|space)s/)?(?P<repo>[^/@]+/[^/@]+)"
-    r"(?:@(?P<rev>refs/pr/\d+|refs/convert/[\w.-]+|[^/]+))?/(?P<path>.+)"
-)
 _NOTHING = Path(os.devnull)  # the "sidecar" of a user's own file: reads as nothing recorded
 _RETRY_HINT = (
     "check the connection and retry (an interrupted download resumes), use --offline with a "
@@ -92,14 +80,6 @@ class _Request:
     force: bool
     progress: ProgressFn | None
     on_first_download: Callable[[str], None] | None
-
-
-@dataclass(frozen=True)
-class _HfRef:
-    repo_id: str
-    filename: str
-    revision: str
-    kind: str  # model, dataset or space
 
 
 def cache_root() -> Path:
@@ -158,7 +138,7 @@ def status(source: Source | str | Path) -> CacheStatus:
     if files is None:
         return CacheStatus(src.url, None, False, 0, (), pin, pin is not None)
     on_disk = tuple(p for p in dict.fromkeys((files.raw, files.final)) if p.is_file())
-    partial = _partial(files.raw)
+    partial = partial_path(files.raw)
     return CacheStatus(
         source=src.url,
         path=files.final,
@@ -208,28 +188,28 @@ def _resolve_url(src: Source, req: _Request) -> Path:
         raise _offline_error(src.url, files.raw, req.name)
     with _lock(files):
         if req.force:
-            _discard(files, files.raw, _partial(files.raw))
+            _discard(files, files.raw, partial_path(files.raw))
         elif (hit := _hit(files, pin, req.name)) is not None:
             return hit  # another process finished it while this one waited
         fresh = not files.raw.is_file()
         if fresh:
             if req.on_first_download is not None:
                 req.on_first_download(src.url)
-            _download(src.url, files.raw, files.raw.name, req.progress)
+            download_url(src.url, files.raw, files.raw.name, req.progress, _RETRY_HINT)
         return _finish(src.url, files, pin, fresh, req.name)
 
 
 def _resolve_hf(src: Source, req: _Request) -> Path:
-    ref = _parse_hf(src.url)
+    ref = hub.parse(src.url)
     pin = _pin(src)
-    raw = None if req.force else _hf_cached(ref)
+    raw = None if req.force else hub.cached(ref, cache_root())
     fresh = raw is None
     if raw is None:
         if req.offline:
             raise _offline_error(src.url, None, req.name)
         if req.on_first_download is not None:
             req.on_first_download(src.url)
-        raw = _hf_download(src.url, ref, req)
+        raw = hub.fetch(src.url, ref, cache_root(), req.force, req.progress, _RETRY_HINT)
     files = _hf_files(ref, raw)
     if not fresh and (hit := _hit(files, pin, req.name)) is not None:
         return hit
@@ -290,7 +270,7 @@ def _url_files(url: str) -> _Files:
     return _layout(raw, raw)
 
 
-def _hf_files(ref: _HfRef, raw: Path) -> _Files:
+def _hf_files(ref: hub.HubRef, raw: Path) -> _Files:
     # raw is .../snapshots/COMMIT/PATH (a link into blobs/); our files go under that commit
     commit = raw.parents[len(PurePosixPath(ref.filename).parts) - 1].name
     repo = f"{ref.kind}s--" + ref.repo_id.replace("/", "--")
@@ -301,8 +281,8 @@ def _hf_files(ref: _HfRef, raw: Path) -> _Files:
 def _cached_files(src: Source) -> _Files | None:
     """The layout of ``src`` without the network; None for an hf:// file not in the cache."""
     if src.url.startswith("hf://"):
-        ref = _parse_hf(src.url)
-        raw = _hf_cached(ref)
+        ref = hub.parse(src.url)
+        raw = hub.cached(ref, cache_root())
         return None if raw is None else _hf_files(ref, raw)
     if _is_http(src.url):
         return _url_files(src.url)
@@ -313,10 +293,6 @@ def _cached_files(src: Source) -> _Files | None:
 def _safe(segment: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", segment)[:100]
     return "_" + cleaned if cleaned.startswith(".") else cleaned
-
-
-def _partial(raw: Path) -> Path:
-    return raw.with_name(raw.name + ".incomplete")
 
 
 def _lock(files: _Files) -> FileLock:
@@ -433,144 +409,6 @@ def _offline_error(url: str, where: Path | None, name: str | None) -> OfflineErr
         f"{missing} and offline mode is on",
         f"run `restore models download {name or 'NAME'}` while online",
     )
-
-
-# --- https:// downloads ---------------------------------------------------------------------
-
-
-class _Truncated(Exception):
-    """The server sent fewer (or more) bytes than it announced."""
-
-
-def _download(url: str, dest: Path, label: str, progress: ProgressFn | None) -> None:
-    """Download ``url`` to ``dest`` through ``dest.incomplete``, resuming what is there."""
-    part = _partial(dest)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    attempts = 0
-    while True:
-        before = _size(part)
-        try:
-            _fetch(url, part, label, progress)
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and before:  # the partial file cannot be resumed: start over
-                part.unlink()
-                continue
-            reason = f"HTTP {exc.code} {exc.reason}"
-            raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from None
-        except (OSError, http.client.HTTPException, _Truncated) as exc:
-            attempts += 1
-            if _size(part) <= before or attempts >= _ATTEMPTS:
-                reason = str(exc) or type(exc).__name__
-                raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from None
-    os.replace(part, dest)
-
-
-def _fetch(url: str, part: Path, label: str, progress: ProgressFn | None) -> None:
-    start = _size(part)
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # follows redirects
-        offset, total = _span(response, start)
-        done = offset
-        with part.open("ab" if offset else "wb") as fh:  # a 200 to a Range request: start over
-            while chunk := response.read(_CHUNK):
-                fh.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(label, done, total)
-    if total is not None and done != total:
-        if done > total:
-            part.unlink()
-        raise _Truncated(f"received {done} of {total} bytes")
-
-
-def _span(response: http.client.HTTPResponse, start: int) -> tuple[int, int | None]:
-    """(offset the body starts at, full size of the file or None)."""
-    length = response.headers.get("Content-Length")
-    if response.status != 206:
-        return 0, int(length) if length and length.isdigit() else None
-    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
-    if match is None or int(match[1]) != start:
-        raise _Truncated(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-    return start, None if match[2] == "*" else int(match[2])
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-# --- hf:// files ----------------------------------------------------------------------------
-
-
-def _parse_hf(url: str) -> _HfRef:
-    match = _HF_URI.fullmatch(url)
-    if match is None:
-        raise WeightsError(
-            f"{url}: not a Hub file address", "write hf://OWNER/REPO[@REVISION]/PATH/IN/REPO"
-        )
-    revision = unquote(match["rev"]) if match["rev"] else "main"
-    return _HfRef(match["repo"], match["path"], revision, match["kind"] or "model")
-
-
-def _hf_cached(ref: _HfRef) -> Path | None:
-    # A lookup on disk only. Not hf_hub_download(local_files_only=True): in huggingface_hub 2.x that
-    # still builds request headers, which fetches an agent registry from the Hub once per process.
-    path = try_to_load_from_cache(
-        ref.repo_id, ref.filename, cache_dir=cache_root(), revision=ref.revision, repo_type=ref.kind
-    )
-    return Path(path) if isinstance(path, str) else None
-
-
-def _hf_download(url: str, ref: _HfRef, req: _Request) -> Path:
-    try:
-        path = hf_hub_download(
-            ref.repo_id,
-            ref.filename,
-            revision=ref.revision,
-            repo_type=ref.kind,
-            cache_dir=cache_root(),
-            force_download=req.force,
-            tqdm_class=_bar_class(PurePosixPath(ref.filename).name, req.progress),
-        )
-    except Exception as exc:  # its errors come from requests, httpx or httpx2 by version
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WeightsError(f"{url}: download failed ({reason})", _RETRY_HINT) from exc
-    return Path(path)
-
-
-def _bar_class(label: str, progress: ProgressFn | None) -> type:
-    """A stand-in for tqdm for huggingface_hub to drive: forwards byte counts, draws nothing."""
-
-    class _Bar:
-        def __init__(self, *args: object, total: int | None = None, initial: int = 0, **kw: object):
-            self.total, self.n = total, initial
-
-        def update(self, n: float = 1) -> None:
-            self.n += int(n)
-            if progress is not None:
-                progress(label, self.n, self.total)
-
-        def update_transfer(self, n: float = 1) -> None:
-            """Network bytes of a Xet download (the file's own bytes go through ``update``)."""
-
-        def refresh(self, *args: object, **kw: object) -> None:
-            """Nothing is drawn."""
-
-        set_postfix_str = set_transfer_postfix_str = set_description = close = refresh
-
-        def __enter__(self) -> _Bar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    return _Bar
 
 
 def _as_source(source: Source | str | Path) -> Source:

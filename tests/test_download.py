@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
-from restore_cli import download
+from restore_cli import download, hub, transfer
 from restore_cli.errors import EXIT_MODEL, OfflineError, WeightsError
 from restore_cli.registry import Source
 
@@ -111,7 +111,7 @@ def test_cut_connection_is_resumed_with_range(server: FakeServer, cache: Path) -
 
 def test_interrupted_download_resumes_on_next_resolve(server: FakeServer, cache: Path) -> None:
     url = server.add_file(f"{RELEASE}/model.safetensors", _Payload.st)
-    server.cut_next(after=50_000, times=download._ATTEMPTS)
+    server.cut_next(after=50_000, times=transfer.ATTEMPTS)
     with pytest.raises(WeightsError) as info:
         download.resolve(url)
     assert url in info.value.message
@@ -298,14 +298,14 @@ def test_hf_pinned_mismatch_deletes_the_download(server: FakeServer, cache: Path
 
 
 def test_hf_uri_grammar() -> None:
-    ref = download._parse_hf("hf://datasets/o/r@refs/pr/3/a/b.pth")
+    ref = hub.parse("hf://datasets/o/r@refs/pr/3/a/b.pth")
     assert (ref.kind, ref.repo_id, ref.revision, ref.filename) == (
         "dataset",
         "o/r",
         "refs/pr/3",
         "a/b.pth",
     )
-    ref = download._parse_hf("hf://o/r/b.safetensors")
+    ref = hub.parse("hf://o/r/b.safetensors")
     assert (ref.kind, ref.revision, ref.filename) == ("model", "main", "b.safetensors")
     with pytest.raises(WeightsError, match="hf://OWNER/REPO"):
         download.resolve("hf://only-a-repo")
