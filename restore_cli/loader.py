@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import download
+from . import download, selfcheck
 from .checkpoints import load_into, read_state_dict
 from .device import resolve_device, resolve_dtype
 from .errors import WeightsError
@@ -19,6 +20,7 @@ from .pipeline import Restorer
 from .registry import ModelSpec, Registry, Source, load_registry
 
 REGISTRY_ENV = "RESTORE_REGISTRY"  # extra registry files, separated by os.pathsep
+SELF_CHECK_ENV = "RESTORE_SELF_CHECK"  # 0: never run the device self-check, 1: on every device
 
 
 def default_registry(extra: list[Path] | None = None) -> Registry:
@@ -38,16 +40,24 @@ def load(
     offline: bool = False,
     progress: download.ProgressFn | None = None,
     on_first_download: Callable[[str], None] | None = None,
+    self_check: bool | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Restorer:
     """Load a model by registry name (or spec) onto a device.
 
     ``checkpoint`` / ``autoencoder`` replace the registry's UNet / autoencoder weights with local
     files (``.safetensors`` or the authors' ``.pth``) or ``hf://OWNER/REPO[@REV]/FILE``. Registry
     weights are downloaded on first use into the Hugging Face cache (``offline``: never).
+
+    ``self_check`` (default: ``$RESTORE_SELF_CHECK`` if set to 0 or 1, else on Apple MPS only) first compares small networks on the device with the
+    CPU (:mod:`restore_cli.selfcheck`); where they disagree, ``on_warning`` (default
+    :func:`warnings.warn`) is told and the model runs on the CPU in float32 instead.
     """
     spec = name if isinstance(name, ModelSpec) else (registry or default_registry()).get(name)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if _wants_check(self_check, dev):
+        dev, dt = _checked(dev, dt, on_warning or _warn)
     fetch = {"name": spec.name, "offline": offline, "progress": progress}
     fetch["on_first_download"] = on_first_download
     unet_file = _weights_file(checkpoint, spec.source, "UNet", fetch)
@@ -81,3 +91,30 @@ def _weights_file(
             "pass a local file (--checkpoint / --autoencoder) or add a url to the entry",
         )
     return download.resolve(source, **fetch)
+
+
+def _wants_check(self_check: bool | None, dev: torch.device) -> bool:
+    if self_check is not None:
+        return self_check
+    env = os.environ.get(SELF_CHECK_ENV, "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return dev.type == "mps"
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def _checked(
+    dev: torch.device, dt: torch.dtype, on_warning: Callable[[str], None]
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype if the self-check passes there, else the CPU in float32."""
+    result = selfcheck.run(dev, dt)
+    if result.ok:
+        return dev, dt
+    on_warning(
+        f"device self-check {result.describe()}; running on the CPU instead "
+        "(slower but correct; please report your torch version and machine)"
+    )
+    return torch.device("cpu"), torch.float32

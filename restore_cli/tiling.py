@@ -17,9 +17,11 @@ import torch
 
 from .registry import ModelSpec
 
-# Working memory per output pixel of one tile, in bytes, for fp32: an estimate from the VQ decoder's
-# widest full-resolution activations (several 128/256-channel float maps) with margin; not yet
-# calibrated on a GPU. Half of it for fp16/bf16.
+# Working memory per output pixel of one tile, in bytes, for fp32 (half of it for fp16/bf16). Measured
+# on the CPU (`benchmarks/speed.py`, realsr-v3, peak RSS with weights): 1.34 GiB at 256x256 output,
+# 2.18 GiB at 512x512, 4.23 GiB at 1024x1024, i.e. about 2.8 KB per output pixel at the margin; the
+# figure below keeps about 2x headroom for allocator slack and GPU convolution workspaces (a GPU
+# calibration is still to do).
 BYTES_PER_OUTPUT_PIXEL_FP32 = 6144
 MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only cost latency
 

@@ -42,6 +42,10 @@ class Ui:
         if self.verbose and not self.quiet:
             self.err.print(text, markup=False, style="dim")
 
+    def warning(self, text: str) -> None:
+        """Shown even with --quiet: something the user must know about the results."""
+        self.err.print(f"warning: {text}", markup=False, style="yellow", soft_wrap=True)
+
     def error(self, exc: RestoreError | str) -> None:
         if isinstance(exc, RestoreError):
             text = f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else "")

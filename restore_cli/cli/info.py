@@ -7,14 +7,15 @@ import platform
 import torch
 import typer
 
-from .. import __version__, download
+from .. import __version__, download, selfcheck
 from ..device import resolve_device, resolve_dtype
 from . import options as o
 from .console import Ui
 
 
 def info(json_: o.Json = False) -> None:
-    """Show version, torch, devices, the device and dtype `auto` picks, cache folder, offline."""
+    """Show version, torch, devices, the device and dtype `auto` picks (with a self-check comparing
+    it with the CPU), cache folder, offline."""
     device = resolve_device("auto")
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -24,13 +25,18 @@ def info(json_: o.Json = False) -> None:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         devices.append("mps")
+    dtype = resolve_dtype("auto", device)
+    check = "not needed on the cpu"
+    if device.type != "cpu":
+        check = selfcheck.run(device, dtype).describe()
     facts = {
         "restore": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "devices": devices,
         "auto_device": str(device),
-        "auto_dtype": str(resolve_dtype("auto", device)).replace("torch.", ""),
+        "auto_dtype": str(dtype).replace("torch.", ""),
+        "self_check": check,
         "cache": str(download.cache_root()),
         "offline": download.is_offline(),
     }

@@ -50,7 +50,9 @@ Quality = Annotated[
 Suffix = Annotated[str | None, typer.Option(help="Name suffix for outputs (e.g. _restored).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No messages except errors.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No messages except errors and warnings.")
+]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "--debug", "-v", help="More detail; tracebacks on errors.")
 ]

@@ -200,6 +200,7 @@ def _run(task: str, **a) -> None:
                         on_first_download=lambda url: ui.info(
                             f"downloading {url}\n  licence: {spec.licence}"
                         ),
+                        on_warning=ui.warning,
                     )
                 )
             r = loaded[0]
