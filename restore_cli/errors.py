@@ -10,7 +10,12 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some input failed; the rest of the batch went on
 EXIT_USAGE = 2  # bad command line
 EXIT_MODEL = 3  # model, registry or weights problem (incl. not cached while offline)
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (kill, a batch scheduler's time limit or pre-emption)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler: stops the work as cleanly as Ctrl-C does."""
 
 
 class RestoreError(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,32 @@ def test_installed_entry_point_and_module(tmp_path, tiny_args) -> None:
     assert res.returncode == 0 and res.stdout.startswith("restore ")
     res = subprocess.run([exe, "sr", str(tmp_path / "nope.png")], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") <= 2
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_cleanly_without_partial_files(tmp_path, tiny_args, sig, code) -> None:
+    """Ctrl-C or SIGTERM mid-batch: the exit code says so, finished outputs are whole images,
+    no temporary or partial file is left, and a re-run resumes (skips what is done)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(20):
+        rgb(src / f"{i:02d}.png", w=48, h=48, seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "restore_cli", "sr", str(src), "-o", str(out), "--json",
+           *tiny_args()]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # one image done: the batch is under way
+    assert json.loads(first)["status"] == "ok"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    done = sorted(out.rglob("*"))
+    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in done), done
+    assert 1 <= len(done) < 20
+    for p in done:
+        Image.open(p).load()  # complete files only
+    res = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True)
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.returncode == 0
+    assert sum(r["status"] == "skipped" for r in records) == len(done)
