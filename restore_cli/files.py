@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, UsageError
-from .imageio import FORMAT_BY_SUFFIX
+from .imageio import FORMAT_BY_SUFFIX, READ_ONLY_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset(FORMAT_BY_SUFFIX)  # matched case-insensitively
+WRITABLE_SUFFIXES = frozenset(FORMAT_BY_SUFFIX)  # matched case-insensitively
+IMAGE_SUFFIXES = WRITABLE_SUFFIXES | READ_ONLY_SUFFIXES  # what folders are searched for
 FORMATS = ("png", "jpg", "webp", "same")
 MASK_NAMES = ("{stem}", "{stem}_mask", "{stem}-mask", "{stem}.mask")  # tried in this order
 
@@ -171,11 +172,11 @@ def _as_folder(output: Path | str | None, several: bool, count: int) -> Path | N
                 f"pass a folder, e.g. -o {path.with_suffix('')}/",
             )
         return path
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise UsageError(
             f"-o {path}: cannot write images with extension {path.suffix or '(none)'!r}",
             "use one of "
-            + ", ".join(sorted(IMAGE_SUFFIXES))
+            + ", ".join(sorted(WRITABLE_SUFFIXES))
             + ", or end the path with / for a folder",
         )
     return None
@@ -184,7 +185,7 @@ def _as_folder(output: Path | str | None, several: bool, count: int) -> Path | N
 def _extension(item: InputItem, fmt: str) -> str:
     if fmt == "same":
         ext = item.path.suffix.lower()
-        return ext if ext in IMAGE_SUFFIXES else ".png"
+        return ext if ext in WRITABLE_SUFFIXES else ".png"
     return "." + fmt
 
 

@@ -38,6 +38,10 @@ FORMAT_BY_SUFFIX = {
     ".tiff": "TIFF",
     ".bmp": "BMP",
 }
+# Read (by content, whatever the extension says) but not written: outputs of these are PNG.
+READ_ONLY_SUFFIXES = frozenset({".gif", ".jfif", ".jpe", ".ppm", ".pgm", ".pnm"})
+# Formats whose extra frames are animation: such files are refused rather than cut to one frame.
+_ANIMATED = {"GIF", "PNG", "WEBP"}
 # What each output format can hold: grayscale, alpha, 16 bits, ICC and EXIF.
 _CAN_GRAY = {"PNG", "JPEG", "TIFF", "BMP"}
 _CAN_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
@@ -88,6 +92,7 @@ def read_image(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Pi
         with open(path, "rb") as fp:
             im = _open_header(fp)
             _check_pixels(path, im.size, max_pixels)
+            _check_single_frame(path, im)
             pixels, alpha, gray, depth, icc = _decode(im, path)
             exif, orientation = _carried_exif(im)
     except FileNotFoundError as e:
@@ -153,6 +158,15 @@ def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> 
         raise InputError(
             f"{path}: image is {_wh(size)} = {pixels:,} pixels, over the limit of {max_pixels:,}",
             f"if you trust this file, raise the limit with --max-pixels {pixels}",
+        )
+
+
+def _check_single_frame(path: Path, im: ImageFile.ImageFile) -> None:
+    frames = getattr(im, "n_frames", 1)
+    if im.format in _ANIMATED and frames > 1:
+        raise InputError(
+            f"{path}: animated image ({frames} frames); only still images are restored",
+            "extract the frames first (e.g. ffmpeg -i in.gif frame_%04d.png) and restore the folder",
         )
 
 

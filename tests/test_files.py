@@ -10,6 +10,7 @@ import pytest
 from restore_cli.errors import InputError, UsageError
 from restore_cli.files import (
     IMAGE_SUFFIXES,
+    WRITABLE_SUFFIXES,
     InputItem,
     Job,
     find_inputs,
@@ -17,7 +18,7 @@ from restore_cli.files import (
     plan_outputs,
     shard,
 )
-from restore_cli.imageio import FORMAT_BY_SUFFIX
+from restore_cli.imageio import FORMAT_BY_SUFFIX, READ_ONLY_SUFFIXES
 
 
 def touch(root: Path, *names: str) -> None:
@@ -38,9 +39,20 @@ def outputs(jobs: list[Job]) -> list[Path]:
 # --- find_inputs -------------------------------------------------------------------------------
 
 
-def test_suffixes_are_the_writable_formats() -> None:
-    assert IMAGE_SUFFIXES == set(FORMAT_BY_SUFFIX)
-    assert IMAGE_SUFFIXES == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+def test_suffixes_are_the_writable_formats_plus_read_only_ones() -> None:
+    assert WRITABLE_SUFFIXES == set(FORMAT_BY_SUFFIX)
+    assert WRITABLE_SUFFIXES == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+    assert IMAGE_SUFFIXES == WRITABLE_SUFFIXES | READ_ONLY_SUFFIXES and ".gif" in IMAGE_SUFFIXES
+
+
+def test_read_only_formats_are_found_and_written_as_png(tmp_path: Path) -> None:
+    touch(tmp_path / "in", "old.GIF", "scan.ppm", "a.png")
+    items, ignored = find_inputs([tmp_path / "in"])
+    assert [i.rel for i in items] == [Path("a.png"), Path("old.GIF"), Path("scan.ppm")]
+    plan = plan_outputs(items, output=tmp_path / "out", default_suffix="", fmt="same", several=True)
+    assert [p.name for p in outputs(plan)] == ["a.png", "old.png", "scan.png"]
+    with pytest.raises(UsageError, match="cannot write images with extension '.gif'"):
+        plan_outputs(items[1:2], output=tmp_path / "x.gif", default_suffix="", several=False)
 
 
 def test_folder_is_searched_recursively_sorted_without_hidden(tmp_path: Path) -> None:

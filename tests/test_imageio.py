@@ -478,3 +478,13 @@ def test_resize_downscale_antialiases() -> None:
     checker = (np.indices((64, 64)).sum(0) % 2).astype(np.float32)
     small = resize(checker, (8, 8))
     assert np.abs(small - 0.5).max() < 0.05  # averaged, not aliased
+
+
+def test_single_frame_gif_is_read_and_animation_refused(tmp_path: Path) -> None:
+    frames = [Image.fromarray(ramp(top=200 - 60 * i).astype(np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "still.gif")
+    pic = read_image(tmp_path / "still.gif")
+    assert pic.size == (16, 12) and pic.pixels.shape == (12, 16, 3)
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    with pytest.raises(InputError, match=r"animated image \(3 frames\)"):
+        read_image(tmp_path / "anim.gif")

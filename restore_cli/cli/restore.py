@@ -153,7 +153,9 @@ def _run(task: str, **a) -> None:
     for path in ignored:
         ui.detail(f"ignored (not an image): {path}")
     if not items:
-        raise UsageError("no images found in the inputs", "supported: png, jpg, webp, tif, bmp")
+        raise UsageError(
+            "no images found in the inputs", "supported: png, jpg, webp, tif, bmp, gif, ppm"
+        )
     several = len(items) > 1 or any(p.is_dir() for p in a["inputs"] or [])
     scale = a.get("scale")
     default_suffix = (
