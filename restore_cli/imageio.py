@@ -20,9 +20,10 @@ from typing import BinaryIO
 
 import numpy as np
 import png
-import tifffile
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from . import deepimage
+from . import exif as exiftags
 from .errors import InputError, UsageError
 
 # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS): about 13,400 x 13,400 pixels.
@@ -48,12 +49,6 @@ _CAN_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
 _CAN_DEEP = {"PNG", "TIFF"}
 _CAN_META = {"PNG", "JPEG", "WEBP", "TIFF"}
 
-_ORIENTATION = 0x0112
-_EXIF_PREFIX = b"Exif\x00\x00"
-# EXIF tags that describe the photo rather than the file layout; the only ones copied out of a
-# TIFF's own tags or into a TIFF (the others, like StripOffsets, belong to one file).
-_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 33432, 0x8769, 0x8825)
-_SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -94,13 +89,13 @@ def read_image(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Pi
             _check_pixels(path, im.size, max_pixels)
             _check_single_frame(path, im)
             pixels, alpha, gray, depth, icc = _decode(im, path)
-            exif, orientation = _carried_exif(im)
+            exif, orientation = exiftags.carried_exif(im)
     except FileNotFoundError as e:
         raise InputError(f"{path}: file not found", "check the path") from e
     except (*_DECODE_ERRORS, Image.DecompressionBombError) as e:
         raise _unreadable(path, e) from e
-    pixels = _orient(pixels, orientation)
-    alpha = None if alpha is None else _orient(alpha, orientation)
+    pixels = exiftags.orient(pixels, orientation)
+    alpha = None if alpha is None else exiftags.orient(alpha, orientation)
     return Picture(pixels, alpha, gray, depth, icc, exif, im.format or "unknown")
 
 
@@ -191,9 +186,13 @@ def _decode(im: ImageFile.ImageFile, path: Path):
     Deep files are read again from ``path`` by pypng or tifffile, leaving Pillow's file alone.
     """
     icc = im.info.get("icc_profile") or None
-    if im.format == "PNG" and _png_bit_depth(path) == 16:
-        return (*_read_png16(path), 16, icc)
-    if im.format == "TIFF" and _tiff_bits(im) > 8 and (deep := _read_tiff_deep(path)) is not None:
+    if im.format == "PNG" and deepimage.png_bit_depth(path) == 16:
+        return (*deepimage.read_png16(path), 16, icc)
+    if (
+        im.format == "TIFF"
+        and deepimage.tiff_bits(im) > 8
+        and (deep := deepimage.read_tiff_deep(path)) is not None
+    ):
         return (*deep, 16, icc)
     im.load()
     if im.mode == "CMYK":
@@ -233,126 +232,7 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
     return np.asarray(rgb).astype(np.float32) / np.float32(255)
 
 
-def _png_bit_depth(path: Path) -> int:
-    with open(path, "rb") as f:
-        head = f.read(25)  # signature (8), IHDR length and type (8), width and height (8), depth
-    return head[24] if len(head) == 25 else 0
-
-
-def _read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    with open(path, "rb") as f:  # pypng leaves files it opened itself to the garbage collector
-        width, height, rows, info = png.Reader(file=f).asDirect()
-        planes = info["planes"]
-        a = np.empty((height, width * planes), np.float32)
-        for y, row in enumerate(rows):
-            a[y] = row
-    a = a.reshape(height, width, planes) / np.float32(2 ** info["bitdepth"] - 1)
-    gray = bool(info["greyscale"])
-    color = np.repeat(a[..., :1], 3, axis=2) if gray else np.ascontiguousarray(a[..., :3])
-    alpha = np.ascontiguousarray(a[..., -1]) if info["alpha"] else None
-    return color, alpha, gray
-
-
-def _tiff_bits(im: ImageFile.ImageFile) -> int:
-    bits = im.tag_v2.get(258, 8)  # type: ignore[attr-defined]
-    return max(bits) if isinstance(bits, tuple) else int(bits)
-
-
-def _read_tiff_deep(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
-    """First page of a TIFF deeper than 8 bits, or None to let Pillow try (8-bit at best).
-
-    tifffile needs the optional ``imagecodecs`` package for LZW, PackBits and JPEG compression.
-    """
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            photometric, extra = int(page.photometric), tuple(page.extrasamples)
-            a = page.asarray()
-            if page.planarconfig == 2 and a.ndim == 3:  # separate planes: (S, H, W)
-                a = np.moveaxis(a, 0, -1)
-            bits = page.bitspersample
-    except Exception:  # unsupported codec or layout; Pillow's decoder reports real damage
-        return None
-    if photometric not in (0, 1, 2) or a.dtype.kind not in "uf":  # min-is-white, -black, RGB
-        return None
-    a = a[..., None] if a.ndim == 2 else a
-    a = a.astype(np.float32) / (np.float32(2**bits - 1) if a.dtype.kind == "u" else 1)
-    a = np.clip(a, 0.0, 1.0)
-    gray = photometric in (0, 1)
-    color = a[..., :1] if gray else a[..., :3]
-    color = 1 - color if photometric == 0 else color
-    alpha = a[..., color.shape[2]] if extra and extra[0] in (1, 2) else None
-    if alpha is not None and extra[0] == 1:  # associated (premultiplied) alpha
-        color = np.where(alpha[..., None] > 0, color / np.maximum(alpha[..., None], 1e-12), 0)
-    color = np.repeat(color, 3, axis=2) if gray else color
-    return np.ascontiguousarray(color, np.float32), alpha, gray
-
-
 # --- orientation and metadata ------------------------------------------------------------------
-
-
-def _carried_exif(im: ImageFile.ImageFile) -> tuple[bytes | None, int]:
-    """(EXIF to carry, with orientation 1; the orientation to apply). Bad EXIF is dropped."""
-    try:
-        # For TIFF the EXIF lives among the file's own tags. Pillow's TIFF .load() applies the
-        # orientation itself and drops the tag, so only the tifffile path still sees it here.
-        if im.format == "TIFF":
-            exif = _descriptive(im.getexif())
-            raw = exif.tobytes() if len(exif) else None
-        else:
-            raw = im.info.get("exif") or None
-            if raw is None:
-                return None, 1
-            raw = raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw
-            exif = Image.Exif()
-            exif.load(raw)
-        orientation = exif.get(_ORIENTATION, 1)
-        carried = _reset_orientation(raw) if raw else None
-    except (*_DECODE_ERRORS, TypeError):
-        return None, 1
-    return carried, orientation if orientation in range(1, 9) else 1
-
-
-def _descriptive(exif: Image.Exif) -> Image.Exif:
-    out = Image.Exif()
-    for tag in _DESCRIPTIVE_TAGS:
-        if tag in exif:
-            out[tag] = exif.get_ifd(tag) if tag in _SUB_IFDS else exif[tag]
-    return out
-
-
-def _reset_orientation(raw: bytes) -> bytes:
-    """Set the orientation tag in IFD0 to 1, in place, leaving every other byte as it was."""
-    try:
-        order = {b"II": "<", b"MM": ">"}[raw[6:8]]
-        ifd = 6 + struct.unpack_from(order + "I", raw, 10)[0]
-        for i in range(struct.unpack_from(order + "H", raw, ifd)[0]):
-            entry = ifd + 2 + 12 * i
-            tag, kind, count = struct.unpack_from(order + "HHI", raw, entry)
-            if tag == _ORIENTATION and kind == 3 and count == 1:
-                out = bytearray(raw)
-                struct.pack_into(order + "H", out, entry + 8, 1)
-                return bytes(out)
-        return raw
-    except (KeyError, struct.error):
-        exif = Image.Exif()
-        exif.load(raw)
-        exif[_ORIENTATION] = 1
-        return exif.tobytes()
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (as PIL.ImageOps.exif_transpose) to (H, W, ...) arrays."""
-    ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
-        2: lambda x: x[:, ::-1],
-        3: lambda x: x[::-1, ::-1],
-        4: lambda x: x[::-1],
-        5: lambda x: x.swapaxes(0, 1),
-        6: lambda x: np.rot90(x, -1),
-        7: lambda x: x.swapaxes(0, 1)[::-1, ::-1],
-        8: lambda x: np.rot90(x, 1),
-    }
-    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -439,16 +319,18 @@ def _write(tmp: Path, picture: Picture, fmt: str, quality: int) -> None:
     if picture.bit_depth == 16 and fmt in _CAN_DEEP:
         deep = quantize(a, 16)
         if fmt == "PNG":
-            _write_png16(tmp, deep, icc, exif)
+            deepimage.write_png16(tmp, deep, icc, exif)
         else:
-            _write_tiff16(tmp, deep, icc)
+            deepimage.write_tiff16(tmp, deep, icc)
         return
     im = Image.fromarray(quantize(a[..., 0] if a.shape[2] == 1 else a))
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
     if exif:  # TIFF merges the EXIF into its own tags, so it only gets the descriptive ones
-        options["exif"] = exif if fmt != "TIFF" else _descriptive(_load_exif(exif)).tobytes()
+        options["exif"] = (
+            exif if fmt != "TIFF" else exiftags.descriptive(exiftags.load_exif(exif)).tobytes()
+        )
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":
@@ -471,44 +353,6 @@ def _channels(picture: Picture, gray: bool, keep_alpha: bool) -> np.ndarray:
     if keep_alpha:
         return np.concatenate([color, alpha], axis=2)
     return color * alpha + (1 - alpha)  # over white
-
-
-def _write_png16(path: Path, a: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
-    """16-bit PNG from (H, W, C) uint16, rows stored with the "Up" filter."""
-    height, width, channels = a.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = a.astype(">u2").reshape(height, -1).view(np.uint8)
-    up = np.empty((height, rows.shape[1] + 1), np.uint8)
-    up[:, 0] = 2
-    up[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=up[1:, 1:])  # wraps modulo 256, as PNG defines
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
-    if icc:
-        chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
-    if exif:
-        chunks.append((b"eXIf", exif.removeprefix(_EXIF_PREFIX)))
-    chunks += [(b"IDAT", zlib.compress(up.tobytes(), 6)), (b"IEND", b"")]
-    with open(path, "wb") as f:
-        png.write_chunks(f, chunks)
-
-
-def _write_tiff16(path: Path, a: np.ndarray, icc: bytes | None) -> None:
-    """16-bit TIFF from (H, W, C) uint16, uncompressed; the EXIF is not written."""
-    gray = a.shape[2] <= 2
-    tifffile.imwrite(
-        path,
-        a[..., 0] if a.shape[2] == 1 else a,
-        photometric="minisblack" if gray else "rgb",
-        extrasamples=("unassalpha",) if a.shape[2] in (2, 4) else None,
-        iccprofile=icc,
-        metadata=None,
-    )
-
-
-def _load_exif(raw: bytes) -> Image.Exif:
-    exif = Image.Exif()
-    exif.load(raw)
-    return exif
 
 
 def _icc_fits(icc: bytes | None, gray: bool) -> bool:
