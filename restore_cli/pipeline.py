@@ -168,7 +168,7 @@ class Restorer:
             lq = _resize(lq, (spec.input_size, spec.input_size))
         generator = make_generator(seed)
         mask_n = None if m01 is None else m01 * 2 - 1
-        tile = self.auto_tile() if tile is None else tile
+        tile = self.auto_tile((lq.shape[-2], lq.shape[-1])) if tile is None else tile
         out = self._tiled(lq, mask_n, generator, tile, tile_overlap, progress)
         if resized_from is not None:
             out = _resize(out, tuple(resized_from)).clamp(-1, 1)
@@ -209,9 +209,10 @@ class Restorer:
                 progress("tile", i + 1, len(plan))
         return out / total
 
-    def auto_tile(self) -> int:
-        """Largest tile (input pixels) whose working set fits the device's free memory."""
-        return tiling.auto_tile(self.spec, self.device, self.dtype)
+    def auto_tile(self, size: tuple[int, int] | None = None) -> int:
+        """The default tile (input pixels) for an image of ``size`` (H, W) on this device: see
+        :func:`tiling.auto_tile`."""
+        return tiling.auto_tile(self.spec, self.device, self.dtype, size)
 
 
 def _from_pil(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:

@@ -66,23 +66,28 @@ def test_tiled_is_deterministic_covers_everything_and_has_no_seams(load) -> None
 
 
 @pytest.mark.parametrize(
-    ("device", "free_gib", "model", "expected"),
+    ("device", "free_gib", "model", "size", "expected"),
     [
-        ("cpu", 64, "realsr-v3", 128),  # capped at 512 output pixels: faster on the CPU
-        ("cuda", 64, "realsr-v3", 512),  # capped at 2048 output pixels
-        ("cuda", 4, "realsr-v3", 192),  # sqrt(0.6 * 4 GiB / 3072 B) = 917 px out -> 229 -> 192 in
-        ("cpu", 0.01, "realsr-v3", 64),  # never below one padding multiple
-        ("cpu", 64, "inpaint-imagenet", 512),
-        ("cuda", 64, "faceir", 2048),
+        ("cpu", 64, "realsr-v3", None, 128),  # capped at 512 output pixels: faster on the CPU
+        ("cpu", 64, "realsr-v3", (200, 256), 256),  # <= 1024 output pixels: whole
+        ("cpu", 64, "realsr-v3", (200, 257), 128),
+        ("cpu", 1, "realsr-v3", (200, 256), 64),  # whole does not fit: 324 out -> 81 -> 64 in
+        ("cuda", 64, "realsr-v3", (200, 257), 512),
+        ("cuda", 64, "realsr-v3", None, 512),  # capped at 2048 output pixels
+        ("cuda", 4, "realsr-v3", None, 192),  # sqrt(0.6 * 4 GiB / 3072 B) = 917 out -> 229 -> 192
+        ("cpu", 0.01, "realsr-v3", (64, 64), 64),  # never below one padding multiple
+        ("cpu", 64, "inpaint-imagenet", (600, 800), 800),
+        ("cpu", 64, "inpaint-imagenet", (600, 1100), 512),
+        ("cuda", 64, "faceir", (512, 512), 2048),
     ],
 )
-def test_auto_tile_from_free_memory_with_caps(monkeypatch, device, free_gib, model, expected):
+def test_auto_tile_from_free_memory_with_caps(monkeypatch, device, free_gib, model, size, expected):
     from restore_cli.loader import default_registry
 
     monkeypatch.setattr(tiling, "free_memory", lambda _device: int(free_gib * 2**30))
     spec = default_registry().get(model)
     dtype = torch.float32 if device == "cpu" else torch.float16
-    assert tiling.auto_tile(spec, torch.device(device), dtype) == expected
+    assert tiling.auto_tile(spec, torch.device(device), dtype, size) == expected
 
 
 def test_blend_weights_sum_smoothly() -> None:

@@ -38,12 +38,14 @@ Tile = Annotated[
     typer.Option(
         min=0,
         help="Tile side in input pixels; 0 = never tile; default from free memory "
-        "(up to 2048 output pixels; 512 on the CPU, where smaller tiles are faster). "
+        "(up to 2048 output pixels; on the CPU images up to 1024 output pixels stay whole and "
+        "larger ones go in 512-pixel tiles, which is faster). "
         "Images no larger than a tile match the reference exactly.",
     ),
 ]
 TileOverlap = Annotated[
-    int | None, typer.Option(min=0, help="Tile overlap in input pixels (default tile/8, at least 8).")
+    int | None,
+    typer.Option(min=0, help="Tile overlap in input pixels (default tile/8, at least 8)."),
 ]
 ColorFix = Annotated[
     str, typer.Option(help="none | wavelet | adain: pull colours toward the input.")
