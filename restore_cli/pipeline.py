@@ -172,7 +172,7 @@ class Restorer:
         out = self._tiled(lq, mask_n, generator, tile, tile_overlap, progress)
         if resized_from is not None:
             out = _resize(out, tuple(resized_from)).clamp(-1, 1)
-        out01 = colorfix.apply(color_fix, out.cpu() * 0.5 + 0.5, img)
+        out01 = colorfix.apply(color_fix, out.cpu().mul_(0.5).add_(0.5), img)  # out is ours
         if m01 is not None:  # paste the known pixels back (spec §1.1)
             out01 = out01 * m01 + img * (1 - m01)
         return out01[0].permute(1, 2, 0).numpy()
@@ -192,8 +192,7 @@ class Restorer:
             return self.run(lq, mask, generator, progress).cpu()
         overlap = tiling.default_overlap(tile) if overlap is None else overlap
         plan = tiling.plan(h, w, tile, overlap)
-        out = torch.zeros(1, 3, h * s, w * s)
-        total = torch.zeros(1, 1, h * s, w * s)
+        out = torch.zeros(1, 3, h * s, w * s)  # the one full-size buffer
         for i, box in enumerate(plan):
             ys, xs = slice(box.top, box.top + box.height), slice(box.left, box.left + box.width)
             part_mask = None if mask is None else mask[:, :, ys, xs]
@@ -204,10 +203,12 @@ class Restorer:
                 slice(box.left * s, (box.left + box.width) * s),
             )
             out[:, :, oy, ox] += part * weight
-            total[:, :, oy, ox] += weight
             if progress is not None:
                 progress("tile", i + 1, len(plan))
-        return out / total
+        ty, tx = tiling.weight_totals(plan, h, w, overlap, s)
+        out /= torch.from_numpy(ty)[:, None]
+        out /= torch.from_numpy(tx)[None, :]
+        return out
 
     def auto_tile(self, size: tuple[int, int] | None = None) -> int:
         """The default tile (input pixels) for an image of ``size`` (H, W) on this device: see

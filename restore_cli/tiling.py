@@ -81,11 +81,37 @@ def _ramp(n: int, lead: bool, trail: bool, ramp: int) -> np.ndarray:
     return w
 
 
-def blend_weights(box: Box, height: int, width: int, overlap: int, scale: int) -> np.ndarray:
-    """(box.height*scale, box.width*scale) weights: 1 inside, cosine ramps toward neighbours."""
+def blend_axes(
+    box: Box, height: int, width: int, overlap: int, scale: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The box's weights as a column and a row vector: 1 inside, cosine ramps toward neighbours."""
     wy = _ramp(box.height * scale, box.top > 0, box.top + box.height < height, overlap * scale)
     wx = _ramp(box.width * scale, box.left > 0, box.left + box.width < width, overlap * scale)
+    return wy, wx
+
+
+def blend_weights(box: Box, height: int, width: int, overlap: int, scale: int) -> np.ndarray:
+    """(box.height*scale, box.width*scale) weights, the outer product of :func:`blend_axes`."""
+    wy, wx = blend_axes(box, height, width, overlap, scale)
     return wy[:, None] * wx[None, :]
+
+
+def weight_totals(
+    boxes: list[Box], height: int, width: int, overlap: int, scale: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of all boxes' weights, as a column and a row vector (their outer product).
+
+    A plan is a grid (every row of tiles meets every column) and each weight is an outer product,
+    so the sum over the grid is the outer product of the per-axis sums: no full-size array needed.
+    """
+    ty, tx = np.zeros(height * scale, np.float32), np.zeros(width * scale, np.float32)
+    rows = {(b.top, b.height): b for b in boxes}
+    cols = {(b.left, b.width): b for b in boxes}
+    for (top, h), b in rows.items():
+        ty[top * scale : (top + h) * scale] += blend_axes(b, height, width, overlap, scale)[0]
+    for (left, w), b in cols.items():
+        tx[left * scale : (left + w) * scale] += blend_axes(b, height, width, overlap, scale)[1]
+    return ty, tx
 
 
 def free_memory(device: torch.device) -> int:

@@ -90,6 +90,18 @@ def test_auto_tile_from_free_memory_with_caps(monkeypatch, device, free_gib, mod
     assert tiling.auto_tile(spec, torch.device(device), dtype, size) == expected
 
 
+@pytest.mark.parametrize(("h", "w", "tile", "ov", "s"), [(36, 40, 16, 4, 2), (50, 17, 16, 8, 4)])
+def test_weight_totals_equal_the_sum_of_all_tile_weights(h, w, tile, ov, s) -> None:
+    plan = tiling.plan(h, w, tile, ov)
+    total = np.zeros((h * s, w * s), np.float32)
+    for box in plan:
+        total[
+            box.top * s : (box.top + box.height) * s, box.left * s : (box.left + box.width) * s
+        ] += tiling.blend_weights(box, h, w, ov, s)
+    ty, tx = tiling.weight_totals(plan, h, w, ov, s)
+    assert np.allclose(ty[:, None] * tx[None, :], total, rtol=1e-6) and total.min() > 0
+
+
 def test_blend_weights_sum_smoothly() -> None:
     h, w, tile, ov, s = 36, 40, 16, 4, 2
     total = np.zeros((h * s, w * s))
