@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 import torch.nn.functional as F
 
@@ -82,6 +84,25 @@ def bicubic(x: torch.Tensor, size: tuple[int, int] | None = None, scale: float |
         src, size=size, scale_factor=scale, mode="bicubic", antialias=antialias, align_corners=False
     )
     return out.to(x.device)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached blocks back after a failed allocation, before trying smaller work."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def _mps_available() -> bool:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import colorfix, sampler, tiling
-from .device import bicubic, make_generator
+from .device import bicubic, is_out_of_memory, make_generator, release_memory
 from .nets.unet import UNetModelSwin
 from .nets.vqgan import VQModel
 from .registry import ModelSpec
@@ -166,16 +166,39 @@ class Restorer:
         if spec.input_size and lq.shape[-2:] != (spec.input_size, spec.input_size):
             resized_from = lq.shape[-2:]
             lq = _resize(lq, (spec.input_size, spec.input_size))
-        generator = make_generator(seed)
         mask_n = None if m01 is None else m01 * 2 - 1
-        tile = self.auto_tile((lq.shape[-2], lq.shape[-1])) if tile is None else tile
-        out = self._tiled(lq, mask_n, generator, tile, tile_overlap, progress)
+        if tile is not None:  # the caller's tile: running out of memory is the caller's to fix
+            out = self._tiled(lq, mask_n, make_generator(seed), tile, tile_overlap, progress)
+        else:
+            out = self._tiled_auto(lq, mask_n, seed, tile_overlap, progress)
         if resized_from is not None:
             out = _resize(out, tuple(resized_from)).clamp(-1, 1)
         out01 = colorfix.apply(color_fix, out.cpu().mul_(0.5).add_(0.5), img)  # out is ours
         if m01 is not None:  # paste the known pixels back (spec §1.1)
             out01 = out01 * m01 + img * (1 - m01)
         return out01[0].permute(1, 2, 0).numpy()
+
+    def _tiled_auto(
+        self,
+        lq: torch.Tensor,
+        mask: torch.Tensor | None,
+        seed: int,
+        overlap: int | None,
+        progress: Progress | None,
+    ) -> torch.Tensor:
+        """With the automatic tile, halved (down to one padding multiple) whenever the device runs
+        out of memory: the memory figure behind it is an estimate. The generator restarts with each
+        try, so the result is the one that tile gives."""
+        tile = self.auto_tile((lq.shape[-2], lq.shape[-1]))
+        while True:
+            try:
+                return self._tiled(lq, mask, make_generator(seed), tile, overlap, progress)
+            except (MemoryError, RuntimeError) as exc:
+                smaller = tiling.smaller_tile(tile, self.spec.pad_multiple)
+                if not is_out_of_memory(exc) or smaller is None:
+                    raise
+                tile = smaller
+                release_memory(self.device)
 
     def _tiled(
         self,

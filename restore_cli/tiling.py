@@ -114,6 +114,13 @@ def weight_totals(
     return ty, tx
 
 
+def smaller_tile(tile: int, multiple: int) -> int | None:
+    """The next automatic tile after running out of memory: half, in whole padding multiples."""
+    if tile <= multiple:
+        return None
+    return max(multiple, tile // 2 // multiple * multiple)
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes the device can still give us (a conservative reading)."""
     if device.type == "cuda":

@@ -102,6 +102,44 @@ def test_weight_totals_equal_the_sum_of_all_tile_weights(h, w, tile, ov, s) -> N
     assert np.allclose(ty[:, None] * tx[None, :], total, rtol=1e-6) and total.min() > 0
 
 
+def test_smaller_tile_halves_in_padding_multiples() -> None:
+    assert [tiling.smaller_tile(t, 64) for t in (512, 320, 200, 128, 64)] == [
+        256,
+        128,
+        64,
+        64,
+        None,
+    ]
+
+
+def test_auto_tile_halves_when_memory_runs_out(load, monkeypatch) -> None:
+    r = load("tiny-sr")
+    x = image(36, 40)
+    expected = r.restore(x, seed=5, tile=16)
+    real_run = type(r).run
+    sizes: list[tuple[int, int]] = []
+
+    def run(self, lq, mask, generator, progress=None):
+        sizes.append(tuple(lq.shape[-2:]))
+        if lq.shape[-1] > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_run(self, lq, mask, generator, progress)
+
+    monkeypatch.setattr(type(r), "run", run)
+    out = r.restore(x, seed=5)  # auto: whole image (40 wide) -> out of memory -> 16-pixel tiles
+    assert sizes[0] == (36, 40) and all(w <= 16 for _, w in sizes[1:])
+    assert np.array_equal(out, expected)  # as if that tile had been asked for
+    with pytest.raises(RuntimeError, match="out of memory"):
+        r.restore(x, seed=5, tile=40)  # the caller's own tile is not changed behind their back
+
+    def broken(self, lq, mask, generator, progress=None):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(type(r), "run", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        r.restore(x, seed=5)
+
+
 def test_blend_weights_sum_smoothly() -> None:
     h, w, tile, ov, s = 36, 40, 16, 4, 2
     total = np.zeros((h * s, w * s))
