@@ -13,7 +13,7 @@ from . import options as o
 from .console import Ui
 
 
-def info(json_: o.Json = False) -> None:
+def info(json_: o.JsonFacts = False) -> None:
     """Show version, torch, devices, the device and dtype `auto` picks (with a self-check comparing
     it with the CPU), cache folder, offline."""
     device = resolve_device("auto")

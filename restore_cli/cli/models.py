@@ -48,7 +48,7 @@ def _select(
 
 
 @app.command("list")
-def list_(json_: o.Json = False, registry: o.Registry = None) -> None:
+def list_(json_: o.JsonRows = False, registry: o.Registry = None) -> None:
     """Models: name, task, steps, scale, download size, licence, cached or not."""
     ui = Ui(json=json_)
     rows = []

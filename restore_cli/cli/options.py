@@ -57,6 +57,8 @@ Quality = Annotated[
 Suffix = Annotated[str | None, typer.Option(help="Name suffix for outputs (e.g. _restored).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")]
+JsonFacts = Annotated[bool, typer.Option("--json", help="The same facts as JSON on stdout.")]
+JsonRows = Annotated[bool, typer.Option("--json", help="One JSON object per model on stdout.")]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No messages except errors and warnings.")
 ]
