@@ -32,3 +32,27 @@ def test_modules_keep_their_keys_and_agree_with_torch() -> None:
         with torch.inference_mode():
             expected = F.group_norm(x.contiguous(), 32, norm.weight, norm.bias, norm.eps)
             torch.testing.assert_close(norm(x), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [GroupNorm, GroupNorm32])
+def test_float16_statistics_are_taken_in_float32(cls, monkeypatch) -> None:
+    """As the reference's autocast: float16 activations are normalised in float32 (float16 sums of
+    squares overflow at 65504), and the result comes back in float16."""
+    layer = cls(32, 64) if cls is GroupNorm else cls(64)
+    seen: list[torch.dtype] = []
+    real = F.group_norm
+
+    def spy(x, *args, **kw):
+        seen.append(x.dtype)
+        return real(x, *args, **kw)
+
+    monkeypatch.setattr(F, "group_norm", spy)
+    x = (torch.randn(1, 64, 6, 6, generator=torch.Generator().manual_seed(0)) * 300).half()
+    out = layer.half()(x)
+    assert seen == [torch.float32] and out.dtype == torch.float16
+    expected = real(x.float(), 32, layer.weight.float(), layer.bias.float(), layer.eps)
+    assert torch.allclose(out.float(), expected, atol=1e-2)
+    seen.clear()
+    layer.bfloat16()(x.bfloat16())  # the UNet's GroupNorm32 always works in float32 (spec §2.1);
+    # the autoencoder's leaves bfloat16, which has float32's range, as it is
+    assert seen == [torch.float32 if cls is GroupNorm32 else torch.bfloat16]

@@ -56,9 +56,15 @@ def group_norm(
 
 
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` (same keys) computed by ``group_norm``."""
+    """``nn.GroupNorm`` (same keys) computed by ``group_norm``; in float32 for float16 input, as the
+    reference's autocast does (float16 statistics can overflow on some backends; bfloat16 has the
+    range of float32 and stays as it is)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float16:
+            return group_norm(
+                x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps
+            ).to(x.dtype)
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
