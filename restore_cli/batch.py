@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import files, imageio
+from .device import is_out_of_memory
 from .errors import InputError, ModelError, RestoreError
 from .pipeline import Progress, Restorer
 
@@ -88,7 +89,7 @@ def run(
             record.error = f"{job.input.path}: out of memory (pass a smaller --tile)"
         except RuntimeError as exc:  # e.g. CUDA out of memory, a backend without some operation
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            hint = " (pass a smaller --tile)" if "out of memory" in first.lower() else ""
+            hint = " (pass a smaller --tile)" if is_out_of_memory(exc) else ""
             record.status, record.error = "error", f"{job.input.path}: {first}{hint}"
         record.seconds = round(time.perf_counter() - start, 3)
         yield record

@@ -49,9 +49,10 @@ def load(
     files (``.safetensors`` or the authors' ``.pth``) or ``hf://OWNER/REPO[@REV]/FILE``. Registry
     weights are downloaded on first use into the Hugging Face cache (``offline``: never).
 
-    ``self_check`` (default: ``$RESTORE_SELF_CHECK`` if set to 0 or 1, else on Apple MPS only) first compares small networks on the device with the
-    CPU (:mod:`restore_cli.selfcheck`); where they disagree, ``on_warning`` (default
-    :func:`warnings.warn`) is told and the model runs on the CPU in float32 instead.
+    ``self_check`` (default: ``$RESTORE_SELF_CHECK`` if it is 0 or 1, else on Apple MPS only) first
+    compares small networks on the device with the CPU (:mod:`restore_cli.selfcheck`); where they
+    disagree, ``on_warning`` (default :func:`warnings.warn`) is told and the model runs on the CPU
+    in float32 instead.
     """
     spec = name if isinstance(name, ModelSpec) else (registry or default_registry()).get(name)
     dev = resolve_device(device)

@@ -27,12 +27,12 @@ MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only co
 # On the CPU the time per pixel grows with the tile: the autoencoder's mid-block attention is global,
 # so its cost grows with the square of a tile's pixels. realsr-v3, fp32, 2 cores (speed.py): 59 us per
 # output pixel untiled at 256x256 output, 87 at 512x512, 115 at 1024x1024, 144 at 1280x1280. With the
-# default overlaps (tile/8) that is about 114 us per pixel of a large image in 512x512 tiles against
-# 188 in 1280x1280 tiles (what 24 GB of free memory would allow): 1.6x faster.
+# default overlaps (tile/8) that gives about 114 us per pixel of a large image in 512x512 tiles against
+# 188 in 1280x1280 tiles (what 24 GB of free memory would allow): an estimated 1.6x faster.
 MAX_AUTO_TILE_OUTPUT_CPU = 512
 # ... but an image only a little larger than such a tile is faster whole (a 256x256 input takes 121 s
-# whole, 204 s in nine overlapping 128x128 tiles), and whole it matches the reference exactly: on the
-# CPU, images up to this output side are not tiled when the memory allows.
+# whole; it would need nine overlapping 128x128 tiles of 22.7 s each), and whole it matches the
+# reference exactly: on the CPU, images up to this output side are not tiled when the memory allows.
 MAX_UNTILED_OUTPUT_CPU = 1024
 
 

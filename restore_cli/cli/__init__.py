@@ -18,9 +18,9 @@ from .console import Ui
 
 EPILOG = (
     "Exit codes: 0 all done or skipped, 1 some input failed, 2 usage error, "
-    "3 model or weights error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Weights: the Hugging Face cache (HF_HOME, "
-    "HF_HUB_CACHE); `restore info` shows where. ResShift weights: S-Lab License 1.0, "
-    "non-commercial."
+    "3 model or weights error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). "
+    "Weights: the Hugging Face cache (HF_HOME, HF_HUB_CACHE); `restore info` shows where. "
+    "ResShift weights: S-Lab License 1.0, non-commercial."
 )
 
 app = typer.Typer(
