@@ -172,6 +172,8 @@ def _unreadable(path: Path, e: BaseException) -> InputError:
         reason = "not an image, or an unsupported format"
     elif isinstance(e, OSError) and e.strerror:
         reason = e.strerror
+    elif isinstance(e, (struct.error, IndexError, EOFError, zlib.error)):  # decoders' internals
+        reason = "damaged, truncated or not an image"
     else:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
     return InputError(
