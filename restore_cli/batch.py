@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import files, imageio
 from .device import is_out_of_memory
-from .errors import InputError, ModelError, RestoreError
+from .errors import InputError, ModelError, RestoreError, UsageError
 from .pipeline import Progress, Restorer
 
 
@@ -95,6 +95,45 @@ def run(
         yield record
         if record.status == "error" and settings.fail_fast:
             return
+
+
+def restore_file(
+    restorer: Restorer,
+    source: str | Path,
+    output: str | Path,
+    *,
+    mask: str | Path | None = None,
+    seed: int = 12345,
+    scale: float | None = None,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    color_fix: str = "none",
+    quality: int | None = None,
+    overwrite: bool = False,
+    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+) -> dict:
+    """Restore one image file into ``output`` as the command line does (orientation, alpha, 16 bits,
+    ICC and EXIF kept; atomic write; an existing output skipped unless ``overwrite``) and return its
+    ``--json`` record. A bad input gives ``status: "error"`` rather than an exception, so a script or
+    a distributed worker can go on; writing over ``source`` is refused (UsageError)."""
+    src, dst = Path(source), Path(output)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise UsageError(f"{dst}: is the input", "choose another output path")
+    imageio.format_for(dst)  # an output extension that cannot be written is the caller's error
+    settings = Settings(
+        model=restorer.spec.name,
+        seed=seed,
+        mask=None if mask is None else Path(mask),
+        scale=scale,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        color_fix=color_fix,
+        quality=quality,
+        overwrite=overwrite,
+        max_pixels=max_pixels,
+    )
+    job = files.Job(files.InputItem(src, Path(src.name)), dst)
+    return next(run([job], settings, lambda: restorer)).as_dict()
 
 
 def process(

@@ -325,3 +325,31 @@ def test_signals_stop_cleanly_without_partial_files(tmp_path, tiny_args, sig, co
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert res.returncode == 0
     assert sum(r["status"] == "skipped" for r in records) == len(done)
+
+
+def test_restore_file_api_for_scripts_and_workers(tmp_path, registry, weights) -> None:
+    import restore_cli
+    from restore_cli.errors import UsageError
+
+    unet, ae = weights("tiny-sr")
+    r = restore_cli.load(registry.get("tiny-sr"), checkpoint=unet, autoencoder=ae, device="cpu")
+    src = rgb(tmp_path / "a.png", mode="RGBA")
+    rec = restore_cli.restore_file(r, src, tmp_path / "out" / "a.png", seed=3)
+    assert rec["status"] == "ok" and rec["output_size"] == [96, 64] and rec["seed"] == 3
+    out = Image.open(tmp_path / "out" / "a.png")
+    assert out.mode == "RGBA" and out.size == (96, 64)
+    again = restore_cli.restore_file(r, src, tmp_path / "out" / "a.png")
+    assert again["status"] == "skipped"
+    assert (
+        restore_cli.restore_file(r, src, tmp_path / "out" / "a.png", overwrite=True)["status"]
+        == "ok"
+    )
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(src.read_bytes()[:100])
+    rec = restore_cli.restore_file(r, broken, tmp_path / "out" / "broken.png")
+    assert rec["status"] == "error" and "broken.png" in rec["error"]
+    assert not (tmp_path / "out" / "broken.png").exists()
+    with pytest.raises(UsageError):
+        restore_cli.restore_file(r, src, src, overwrite=True)  # never over the input
+    with pytest.raises(UsageError):
+        restore_cli.restore_file(r, src, tmp_path / "x.xyz")
