@@ -42,7 +42,7 @@ def is_image(path: Path) -> bool:
 
 
 def find_inputs(
-    args: Sequence[Path], *, files_from: Path | None = None
+    args: Sequence[Path], *, files_from: Path | None = None, skip: Path | str | None = None
 ) -> tuple[list[InputItem], list[Path]]:
     """(images, ignored non-image files) named by ``args`` and the list ``files_from``.
 
@@ -50,7 +50,8 @@ def find_inputs(
     starting with "."); symlinked folders are not followed. ``files_from`` is a text file ("-"
     for stdin) with one path per line, relative to the current folder; blank lines and lines
     starting with "#" are skipped. A path that does not exist is a UsageError. A file reached twice
-    is kept once, where first seen.
+    is kept once, where first seen. The folder ``skip`` (the output folder, which may lie inside an
+    input folder) is not searched, so a second run resumes instead of taking outputs for inputs.
     """
     named = [(Path(arg), None) for arg in args]
     if files_from is not None:
@@ -62,7 +63,7 @@ def find_inputs(
         if not arg.exists():
             where = f" (listed in {origin})" if origin else ""
             raise UsageError(f"{arg}: no such file or folder{where}", "check the path")
-        found = _walk(arg) if arg.is_dir() else [(arg, Path(arg.name))]
+        found = _walk(arg, skip) if arg.is_dir() else [(arg, Path(arg.name))]
         for path, rel in found:
             if not is_image(path):
                 ignored.append(path)
@@ -92,11 +93,17 @@ def _listed(files_from: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def _walk(folder: Path) -> list[tuple[Path, Path]]:
-    """(file, path relative to ``folder``) for every visible file below ``folder``, sorted."""
+def _walk(folder: Path, skip: Path | str | None = None) -> list[tuple[Path, Path]]:
+    """(file, path relative to ``folder``) for every visible file below ``folder``, sorted, leaving
+    out the folder ``skip``."""
+    skipped = Path(skip).resolve() if skip is not None else None
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and (skipped is None or (Path(root) / d).resolve() != skipped)
+        ]
         for name in files:
             if not name.startswith("."):
                 path = Path(root) / name

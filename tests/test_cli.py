@@ -353,3 +353,13 @@ def test_restore_file_api_for_scripts_and_workers(tmp_path, registry, weights) -
         restore_cli.restore_file(r, src, src, overwrite=True)  # never over the input
     with pytest.raises(UsageError):
         restore_cli.restore_file(r, src, tmp_path / "x.xyz")
+
+
+def test_rerun_with_output_folder_inside_the_input_folder_resumes(tmp_path, tiny_args, capsys):
+    (tmp_path / "photos").mkdir()
+    rgb(tmp_path / "photos" / "a.png")
+    argv = ["sr", str(tmp_path / "photos"), "-o", str(tmp_path / "photos" / "up"), "--json"]
+    code, records, err = run([*argv, *tiny_args()], capsys)
+    assert code == 0 and [r["status"] for r in records] == ["ok"], err
+    code, records, err = run([*argv, *tiny_args()], capsys)  # up/a.png is not taken as an input
+    assert code == 0 and [r["status"] for r in records] == ["skipped"], err

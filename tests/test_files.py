@@ -78,6 +78,17 @@ def test_folder_is_searched_recursively_sorted_without_hidden(tmp_path: Path) ->
     assert ignored == [tmp_path / "in" / "notes.txt"]
 
 
+def test_output_folder_inside_an_input_folder_is_not_searched(tmp_path: Path, monkeypatch) -> None:
+    touch(tmp_path / "in", "a.png", "out/a.png", "out/sub/b.png", "outer/c.png")
+    items, _ = find_inputs([tmp_path / "in"], skip=tmp_path / "in" / "out")
+    assert [i.rel.as_posix() for i in items] == ["a.png", "outer/c.png"]
+    monkeypatch.chdir(tmp_path)
+    items, _ = find_inputs([Path("in")], skip="in/out/")  # relative, as typed
+    assert [i.rel.as_posix() for i in items] == ["a.png", "outer/c.png"]
+    items, _ = find_inputs([Path("in")])
+    assert len(items) == 4
+
+
 def test_file_arguments_keep_their_name_as_rel_and_duplicates_go(tmp_path: Path) -> None:
     touch(tmp_path, "x/a.png", "y/a.png", "x/readme.md")
     args = [tmp_path / "x/a.png", tmp_path / "y/a.png", tmp_path / "x", tmp_path / "x/readme.md"]

@@ -149,7 +149,9 @@ def _run(task: str, **a) -> None:
         )
     if not a["inputs"] and a["files_from"] is None:
         raise UsageError("no input given", f"e.g. restore {task} photo.jpg (see --help)")
-    items, ignored = files.find_inputs(a["inputs"] or [], files_from=a["files_from"])
+    items, ignored = files.find_inputs(
+        a["inputs"] or [], files_from=a["files_from"], skip=a["output"]
+    )
     for path in ignored:
         ui.detail(f"ignored (not an image): {path}")
     if not items:
