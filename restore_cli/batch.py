@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import files, imageio
 from .device import is_out_of_memory
-from .errors import InputError, ModelError, RestoreError, UsageError
+from .errors import InputError, ModelError, OutputError, RestoreError, UsageError
 from .pipeline import Progress, Restorer
 
 
@@ -172,6 +172,14 @@ def process(
     if alpha is not None and alpha.shape != (out_h, out_w):
         alpha = imageio.resize(alpha, (out_w, out_h))
     result = dataclasses.replace(picture, pixels=out, alpha=alpha)
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    imageio.write_image(job.output, result, quality=settings.quality)
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        imageio.write_image(job.output, result, quality=settings.quality)
+    except OSError as e:
+        in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
+        reason = "a file stands where a folder is needed" if in_the_way else e.strerror or str(e)
+        raise OutputError(
+            f"{job.output}: cannot write ({reason})",
+            "check that the output folder is writable and has free space",
+        ) from e
     record.output_size = [out_w, out_h]

@@ -38,6 +38,13 @@ class InputError(RestoreError):
     exit_code = EXIT_FAILED
 
 
+class OutputError(RestoreError):
+    """One output cannot be written (permissions, a file where a folder should be, a full disk);
+    a batch goes on with the others."""
+
+    exit_code = EXIT_FAILED
+
+
 class UsageError(RestoreError):
     """The request itself is wrong (options, paths, unsupported device/dtype pair)."""
 

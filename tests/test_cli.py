@@ -363,3 +363,16 @@ def test_rerun_with_output_folder_inside_the_input_folder_resumes(tmp_path, tiny
     assert code == 0 and [r["status"] for r in records] == ["ok"], err
     code, records, err = run([*argv, *tiny_args()], capsys)  # up/a.png is not taken as an input
     assert code == 0 and [r["status"] for r in records] == ["skipped"], err
+
+
+def test_an_output_that_cannot_be_written_fails_alone(tmp_path, tiny_args, capsys) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    rgb(tmp_path / "in" / "sub" / "x.png")
+    rgb(tmp_path / "in" / "y.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_text("a file where the folder should go")
+    argv = ["sr", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", *tiny_args()]
+    code, records, err = run(argv, capsys)
+    assert code == 1 and [r["status"] for r in records] == ["error", "ok"]
+    assert "cannot write" in records[0]["error"] and "folder" in records[0]["error"]
+    assert (tmp_path / "out" / "y.png").is_file() and "Traceback" not in err
