@@ -149,7 +149,8 @@ class Restorer:
         color_fix: str = "none",
         progress: Progress | None = None,
     ) -> np.ndarray:  # (H*s, W*s, 3) float32 in [0, 1]
-        """Restore one image. ``tile``: tile side in input pixels (0 = never tile, None = auto);
+        """Restore one image. ``tile``: tile side in input pixels (0 = never tile, None = auto; face
+        models, which take a fixed-size aligned crop, never tile);
         ``color_fix``: none, wavelet or adain (toward the input's colours)."""
         spec = self.spec
         if (mask is not None) != (spec.task == "inpaint"):
@@ -167,6 +168,8 @@ class Restorer:
             resized_from = lq.shape[-2:]
             lq = _resize(lq, (spec.input_size, spec.input_size))
         mask_n = None if m01 is None else m01 * 2 - 1
+        if spec.input_size:  # an aligned crop at the model's fixed size: never cut into tiles
+            tile = 0
         if tile is not None:  # the caller's tile: running out of memory is the caller's to fix
             out = self._tiled(lq, mask_n, make_generator(seed), tile, tile_overlap, progress)
         else:

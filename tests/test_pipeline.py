@@ -172,6 +172,8 @@ def test_face_crops_of_other_sizes_are_resized_to_the_model_and_back(load) -> No
     r = load("tiny-face")
     assert r.restore(image(100, 100), seed=1).shape == (100, 100, 3)
     assert r.restore(image(128, 128), seed=1).shape == (128, 128, 3)
+    whole = r.restore(image(128, 128), seed=1, tile=0)
+    assert np.array_equal(r.restore(image(128, 128), seed=1, tile=32), whole)  # a crop is not tiled
 
 
 def test_device_and_dtype_errors() -> None:
