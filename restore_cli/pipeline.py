@@ -214,6 +214,8 @@ class Restorer:
     ) -> torch.Tensor:
         h, w = lq.shape[-2:]
         s = self.spec.scale
+        m = self.spec.pad_multiple  # each tile is padded to this anyway: a smaller tile only costs
+        tile = -(-tile // m) * m if tile > 0 else tile
         if tile <= 0 or (h <= tile and w <= tile):
             return self.run(lq, mask, generator, progress).cpu()
         overlap = tiling.default_overlap(tile) if overlap is None else overlap

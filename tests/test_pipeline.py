@@ -62,6 +62,8 @@ def test_tiled_is_deterministic_covers_everything_and_has_no_seams(load) -> None
     a = r.restore(x, seed=3, tile=16, tile_overlap=4)
     b = r.restore(x, seed=3, tile=16, tile_overlap=4)
     assert a.shape == (144, 160, 3) and np.array_equal(a, b)
+    c = r.restore(x, seed=3, tile=11, tile_overlap=4)  # rounded up to the padding multiple, 16
+    assert np.array_equal(a, c)
     assert np.isfinite(a).all()
 
 

@@ -37,7 +37,8 @@ Tile = Annotated[
     int | None,
     typer.Option(
         min=0,
-        help="Tile side in input pixels; 0 = never tile; default from free memory "
+        help="Tile side in input pixels (rounded up to the model's padding multiple, 64 for "
+        "x4 SR); 0 = never tile; default from free memory "
         "(up to 2048 output pixels; on the CPU images up to 1024 output pixels stay whole and "
         "larger ones go in 512-pixel tiles, which is faster). "
         "Images no larger than a tile match the reference exactly.",
