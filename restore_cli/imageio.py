@@ -45,7 +45,7 @@ READ_ONLY_SUFFIXES = frozenset({".gif", ".jfif", ".jpe", ".ppm", ".pgm", ".pnm"}
 _ANIMATED = {"GIF", "PNG", "WEBP"}
 # What each output format can hold: grayscale, alpha, 16 bits, ICC and EXIF.
 _CAN_GRAY = {"PNG", "JPEG", "TIFF", "BMP"}
-_CAN_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
+_CAN_ALPHA = {"PNG", "WEBP", "TIFF"}  # 32-bit BMP alpha is ignored by most readers, Pillow's too
 _CAN_DEEP = {"PNG", "TIFF"}
 _CAN_META = {"PNG", "JPEG", "WEBP", "TIFF"}
 

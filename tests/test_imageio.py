@@ -126,12 +126,13 @@ def test_gray_with_colour_drift_written_as_luminance(tmp_path: Path) -> None:
         assert im.mode == "L" and im.getpixel((0, 0)) == round(255 * 0.299)
 
 
-def test_jpeg_flattens_alpha_over_white(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["jpg", "bmp"])
+def test_formats_without_alpha_flatten_it_over_white(tmp_path: Path, ext: str) -> None:
     pixels = np.zeros((8, 8, 3), np.float32)
     alpha = np.zeros((8, 8), np.float32)
     alpha[:, :4] = 1.0
-    write_image(tmp_path / "out.jpg", picture(pixels, alpha=alpha), quality=100)
-    back = as8(read_image(tmp_path / "out.jpg").pixels)
+    write_image(tmp_path / f"out.{ext}", picture(pixels, alpha=alpha), quality=100)
+    back = as8(read_image(tmp_path / f"out.{ext}").pixels)
     assert back[:, :2].max() < 10 and back[:, 6:].min() > 245
 
 
