@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import files, imageio
 from .device import is_out_of_memory
-from .errors import InputError, ModelError, OutputError, RestoreError, UsageError
+from .errors import InputError, ModelError, OutputError, RestoreError
 from .pipeline import Progress, Restorer
 
 
@@ -115,11 +115,11 @@ def restore_file(
     """Restore one image file into ``output`` as the command line does (orientation, alpha, 16 bits,
     ICC and EXIF kept; atomic write; an existing output skipped unless ``overwrite``) and return its
     ``--json`` record. A bad input gives ``status: "error"`` rather than an exception, so a script or
-    a distributed worker can go on; writing over ``source`` is refused (UsageError)."""
-    src, dst = Path(source), Path(output)
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise UsageError(f"{dst}: is the input", "choose another output path")
-    imageio.format_for(dst)  # an output extension that cannot be written is the caller's error
+    a distributed worker can go on. ``output`` is named as ``-o`` is on the command line (a file, or
+    an existing folder); writing over ``source`` or to an unknown extension is a UsageError."""
+    src = Path(source)
+    item = files.InputItem(src, Path(src.name))
+    (job,) = files.plan_outputs([item], output=str(output), default_suffix="", several=False)
     settings = Settings(
         model=restorer.spec.name,
         seed=seed,
@@ -132,7 +132,6 @@ def restore_file(
         overwrite=overwrite,
         max_pixels=max_pixels,
     )
-    job = files.Job(files.InputItem(src, Path(src.name)), dst)
     return next(run([job], settings, lambda: restorer)).as_dict()
 
 

@@ -4,12 +4,13 @@ Apple MPS has had kernels that return wrong numbers without any error (attention
 convolutions on views, large matrix products: docs/devices-and-scale.md). A silent bug there would
 ruin every output of a batch, so before a model runs on such a device the same few operations
 (strided and 3x3 convolutions, group norm, shifted-window attention with the reference's mask, the
-autoencoder's attention, nearest and bicubic resizing) run once on a tiny UNet and autoencoder with
+autoencoder's attention, nearest upsampling; bicubic resizing runs on the CPU for MPS anyway) run once on a tiny UNet and autoencoder with
 seeded random weights, on the device and in float32 on the CPU, and the results are compared.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -92,7 +93,7 @@ def _probe(
     mask = (torch.rand(1, 1, h * s, w * s, generator=g) > 0.5).float() * 2 - 1
     x = torch.randn(1, 3, h, w, generator=g)
     t = torch.tensor([1])
-    unet, vq = unet.to(device, dtype), vq.to(device, dtype)
+    unet, vq = copy.deepcopy(unet).to(device, dtype), copy.deepcopy(vq).to(device, dtype)
 
     def on(a: torch.Tensor) -> torch.Tensor:
         return a.to(device, dtype if a.is_floating_point() else a.dtype)
@@ -113,7 +114,6 @@ def run(device: torch.device, dtype: torch.dtype) -> CheckResult:
     """Compare the device's outputs with the CPU's (float32) on the same small networks."""
     unet, vq = _networks()
     reference = _probe(unet, vq, torch.device("cpu"), torch.float32)
-    unet, vq = _networks()
     got = _probe(unet, vq, device, dtype)
     worst, stage = 0.0, "all outputs"
     for name, ref in reference.items():
