@@ -1,7 +1,5 @@
 """``python -m restore_cli``: the same as the ``restore`` command."""
 
-import sys
+from ._entry import main
 
-from .cli import main
-
-sys.exit(main())
+main()

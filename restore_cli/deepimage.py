@@ -5,9 +5,12 @@ Arrays are float32 in [0, 1] when read, ``(H, W, C)`` uint16 when written.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import png
@@ -17,19 +20,25 @@ from PIL import ImageFile
 from .exif import EXIF_PREFIX
 
 
-def png_bit_depth(path: Path) -> int:
-    with open(path, "rb") as f:
-        head = f.read(25)  # signature (8), IHDR length and type (8), width and height (8), depth
+def png_bit_depth(fp: BinaryIO) -> int:
+    fp.seek(0)
+    head = fp.read(25)  # signature (8), IHDR length and type (8), width and height (8), depth
     return head[24] if len(head) == 25 else 0
 
 
-def read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    with open(path, "rb") as f:  # pypng leaves files it opened itself to the garbage collector
-        width, height, rows, info = png.Reader(file=f).asDirect()
-        planes = info["planes"]
-        a = np.empty((height, width * planes), np.float32)
-        for y, row in enumerate(rows):
-            a[y] = row
+def read_png16(fp: BinaryIO) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """A 16-bit PNG, after checking that its image data inflates to no more than its header
+    declares (pypng inflates each IDAT chunk whole, so a small file could ask for gigabytes)."""
+    fp.seek(0)
+    reader = png.Reader(file=fp)
+    reader.preamble()
+    _check_inflated_size(fp, reader)
+    fp.seek(0)
+    width, height, rows, info = png.Reader(file=fp).asDirect()
+    planes = info["planes"]
+    a = np.empty((height, width * planes), np.float32)
+    for y, row in enumerate(rows):
+        a[y] = row
     a = a.reshape(height, width, planes) / np.float32(2 ** info["bitdepth"] - 1)
     gray = bool(info["greyscale"])
     color = np.repeat(a[..., :1], 3, axis=2) if gray else np.ascontiguousarray(a[..., :3])
@@ -37,29 +46,73 @@ def read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
     return color, alpha, gray
 
 
+_STEP = 1 << 20  # bytes inflated at a time
+# Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
+
+
+def _check_inflated_size(fp: BinaryIO, reader: png.Reader) -> None:
+    """Inflate the IDAT stream in bounded steps, discarding it; ValueError past the declared size."""
+    passes = _ADAM7 if reader.interlace else ((0, 0, 1, 1),)
+    row_bytes = reader.planes * reader.bitdepth / 8
+    declared = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(reader.width - x0) // dx), -(-(reader.height - y0) // dy)
+        if w > 0 and h > 0:
+            declared += h * (1 + math.ceil(w * row_bytes))
+    fp.seek(0)
+    inflate, total = zlib.decompressobj(), 0
+    for kind, data in png.Reader(file=fp).chunks():
+        if kind != b"IDAT":
+            continue
+        while True:
+            out = inflate.decompress(data, _STEP)
+            total += len(out)
+            if total > declared:
+                raise ValueError("its image data is larger than its header declares")
+            data = inflate.unconsumed_tail
+            if not data and len(out) < _STEP:
+                break
+
+
 def tiff_bits(im: ImageFile.ImageFile) -> int:
     bits = im.tag_v2.get(258, 8)  # type: ignore[attr-defined]
     return max(bits) if isinstance(bits, tuple) else int(bits)
 
 
-def read_tiff_deep(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
+def read_tiff_deep(
+    fp: BinaryIO, check: Callable[[int], None]
+) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
     """First page of a TIFF deeper than 8 bits, or None to let Pillow try (8-bit at best).
 
-    tifffile needs the optional ``imagecodecs`` package for LZW, PackBits and JPEG compression.
+    ``check(samples)`` is called before anything is decoded with the number of samples tifffile
+    would allocate (the page's whole shape, every plane and depth slice, or one tile if larger) and
+    raises to refuse. tifffile needs the optional ``imagecodecs`` package for LZW, PackBits and
+    JPEG compression.
     """
+    fp.seek(0)
     try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            photometric, extra = int(page.photometric), tuple(page.extrasamples)
-            a = page.asarray()
-            if page.planarconfig == 2 and a.ndim == 3:  # separate planes: (S, H, W)
-                a = np.moveaxis(a, 0, -1)
-            bits = page.bitspersample
-    except Exception:  # unsupported codec or layout; Pillow's decoder reports real damage
+        tif = tifffile.TiffFile(fp)
+    except Exception:  # not tifffile's kind of TIFF; Pillow's decoder reports real damage
         return None
+    with tif:
+        try:
+            page = tif.pages.first
+            photometric, extra = int(page.photometric), tuple(page.extrasamples)
+            samples = max(math.prod(page.shape), math.prod(page.chunks))
+        except Exception:
+            return None
+        check(samples)
+        try:
+            separate, _, height, width, contiguous = page.shaped
+            a = page.asarray(maxworkers=1).reshape(page.shaped)[:, 0]  # the first depth slice
+            a = np.moveaxis(a, 0, -1).reshape(height, width, separate * contiguous)
+            bits = page.bitspersample
+        except Exception:  # unsupported codec or layout
+            return None
     if photometric not in (0, 1, 2) or a.dtype.kind not in "uf":  # min-is-white, -black, RGB
         return None
-    a = a[..., None] if a.ndim == 2 else a
     a = a.astype(np.float32) / (np.float32(2**bits - 1) if a.dtype.kind == "u" else 1)
     a = np.clip(a, 0.0, 1.0)
     gray = photometric in (0, 1)

@@ -19,14 +19,19 @@ class Terminated(KeyboardInterrupt):
 
 
 class RestoreError(Exception):
-    """Base class: ``message`` says what failed, ``hint`` how to fix it."""
+    """Base class: ``message`` says what failed, ``hint`` how to fix it.
+
+    ``option`` names the setting the hint is about, as the Python API spells it (``"tile"``,
+    ``"max_pixels"``): the library's hints never name command-line flags; the CLI adds the flag.
+    """
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, option: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.option = option
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 ORIENTATION = 0x0112
 EXIF_PREFIX = b"Exif\x00\x00"
@@ -24,7 +24,7 @@ _BAD_EXIF = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, T
              struct.error, zlib.error)  # fmt: skip
 
 
-def carried_exif(im: ImageFile.ImageFile) -> tuple[bytes | None, int]:
+def carried_exif(im: Image.Image) -> tuple[bytes | None, int]:
     """(EXIF to carry, with orientation 1; the orientation to apply). Bad EXIF is dropped."""
     try:
         # For TIFF the EXIF lives among the file's own tags. Pillow's TIFF .load() applies the

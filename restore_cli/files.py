@@ -1,21 +1,37 @@
 """Which files to restore, where each result goes, which share a machine takes, and masks.
 
 Nothing here decodes pixels: inputs are chosen by extension, and every naming problem (clashes,
-overwriting an input, a missing ``-o DIR``) is raised as a UsageError before any work starts.
+overwriting an input, a missing ``-o DIR``, a suffix that is a path) is raised as a UsageError
+before any work starts. Names shown to a person go through :func:`printable` first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, UsageError
-from .imageio import FORMAT_BY_SUFFIX, READ_ONLY_SUFFIXES
+from . import storage
+from .errors import InputError, OutputError, UsageError
+from .intake import printable, special_file
+from .storage import Url
 
+# What each writable extension is written as (Pillow's format names).
+FORMAT_BY_SUFFIX = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+# Read (by content, whatever the extension says) but not written: outputs of these are PNG.
+READ_ONLY_SUFFIXES = frozenset({".gif", ".jfif", ".jpe", ".ppm", ".pgm", ".pnm"})
 WRITABLE_SUFFIXES = frozenset(FORMAT_BY_SUFFIX)  # matched case-insensitively
 IMAGE_SUFFIXES = WRITABLE_SUFFIXES | READ_ONLY_SUFFIXES  # what folders are searched for
 FORMATS = ("png", "jpg", "webp", "same")
@@ -24,14 +40,28 @@ MASK_NAMES = ("{stem}", "{stem}_mask", "{stem}-mask", "{stem}.mask")  # tried in
 
 @dataclass(frozen=True)
 class InputItem:
-    path: Path  # the file
+    path: Path  # the file (a storage.Url for s3://... and other fsspec URLs)
     rel: Path  # relative to the input folder it came from; just the name for a file argument
+    output: Path | None = None  # where a --files-from JSON line sends it (else planned from -o)
+    mask: Path | None = None  # its mask, from a --files-from JSON line
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A file that is not restored, and why: "not an image", "a named pipe (FIFO)", ..."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return printable(self.path)
 
 
 @dataclass(frozen=True)
 class Job:
     input: InputItem
     output: Path
+    root: Path | None = None  # the output folder (-o DIR) the output must stay inside
 
 
 def is_image(path: Path) -> bool:
@@ -43,8 +73,11 @@ def is_image(path: Path) -> bool:
 
 def find_inputs(
     args: Sequence[Path], *, files_from: Path | None = None, skip: Path | str | None = None
-) -> tuple[list[InputItem], list[Path]]:
-    """(images, ignored non-image files) named by ``args`` and the list ``files_from``.
+) -> tuple[list[InputItem], list[Ignored]]:
+    """(images, ignored files with the reason) named by ``args`` and the list ``files_from``.
+
+    Files are chosen by extension; named pipes, sockets and device files are ignored whatever
+    their name (reading them would hang), and so is every file without an image extension.
 
     Folders are searched recursively in sorted order, skipping hidden files and folders (names
     starting with "."); symlinked folders are not followed. ``files_from`` is a text file ("-"
@@ -53,28 +86,48 @@ def find_inputs(
     is kept once, where first seen. The folder ``skip`` (the output folder, which may lie inside an
     input folder) is not searched, so a second run resumes instead of taking outputs for inputs.
     """
-    named = [(Path(arg), None) for arg in args]
+    named: list[tuple[Path, str | None, dict]] = [(storage.location(a), None, {}) for a in args]
     if files_from is not None:
-        named += _listed(Path(files_from))
+        named += _listed(storage.location(files_from))
     items: list[InputItem] = []
-    ignored: list[Path] = []
+    ignored: list[Ignored] = []
     seen: set[Path] = set()
-    for arg, origin in named:
+    for arg, origin, given in named:
         if not arg.exists():
             where = f" (listed in {origin})" if origin else ""
-            raise UsageError(f"{arg}: no such file or folder{where}", "check the path")
-        found = _walk(arg, skip) if arg.is_dir() else [(arg, Path(arg.name))]
+            raise UsageError(f"{printable(arg)}: no such file or folder{where}", "check the path")
+        if not arg.is_dir():
+            found = [(arg, Path(arg.name))]
+        elif given:
+            raise UsageError(
+                f"{printable(arg)}: is a folder ({origin}), but the line names its output or mask",
+                "list each file of the folder on its own line",
+            )
+        else:
+            found = storage.walk(arg, skip) if isinstance(arg, Url) else _walk(arg, skip)
         for path, rel in found:
-            if not is_image(path):
-                ignored.append(path)
+            if (kind := _special(path)) is not None:
+                ignored.append(Ignored(path, kind))
+            elif not is_image(path):
+                ignored.append(Ignored(path, "not an image"))
             elif (key := path.resolve()) not in seen:
                 seen.add(key)
-                items.append(InputItem(path, rel))
+                items.append(InputItem(path, Path(rel), **given))
     return items, ignored
 
 
-def _listed(files_from: Path) -> list[tuple[Path, str]]:
-    """Paths in a list file, each with where it came from (for error messages)."""
+def _special(path: Path) -> str | None:
+    if isinstance(path, Url):
+        return None  # an object in a store is always a plain file
+    try:
+        return special_file(os.stat(path).st_mode)
+    except OSError:  # a broken link, say: reading it reports the problem for that file
+        return None
+
+
+def _listed(files_from: Path) -> list[tuple[Path, str, dict]]:
+    """Paths in a list file, each with where it came from (for error messages) and what a JSON
+    line gives besides the input (``output``, ``mask``)."""
     if str(files_from) == "-":
         text, name = sys.stdin.read(), "stdin"
     else:
@@ -82,15 +135,31 @@ def _listed(files_from: Path) -> list[tuple[Path, str]]:
             text, name = files_from.read_text(encoding="utf-8"), str(files_from)
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(
-                f"{files_from}: cannot read the list of files ({e})",
+                f"{printable(files_from)}: cannot read the list of files ({printable(str(e))})",
                 "pass a UTF-8 text file with one path per line",
             ) from e
     lines = enumerate(text.splitlines(), start=1)
     return [
-        (Path(line.strip()), f"{name} line {n}")
+        _listed_line(line.strip(), f"{printable(name)} line {n}")
         for n, line in lines
         if line.strip() and not line.lstrip().startswith("#")
     ]
+
+
+def _listed_line(line: str, origin: str) -> tuple[Path, str, dict]:
+    """A path, or a JSON object ``{"input": ..., "output": ..., "mask": ...}`` (output and mask
+    optional; as a JSON-lines listing or a ``--manifest`` of an earlier run holds them)."""
+    if not line.startswith("{"):
+        return storage.location(line), origin, {}
+    try:
+        entry = json.loads(line)
+        given = {k: storage.location(entry[k]) for k in ("output", "mask") if entry.get(k)}
+        return storage.location(entry["input"]), origin, given
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"{origin}: not a path nor a JSON object with an input ({printable(str(e))})",
+            'write one path, or {"input": "a.png", "output": "out/a.png"}, per line',
+        ) from e
 
 
 def _walk(folder: Path, skip: Path | str | None = None) -> list[tuple[Path, Path]]:
@@ -130,29 +199,75 @@ def plan_outputs(
     ``output`` is a folder (required when ``several``; a str ending in a path separator, or an
     existing folder, counts as one): each input's ``rel`` mirrored under it, same stem, plus
     ``suffix`` if given. ``fmt`` "same" keeps a writable input extension (lower-cased), else png.
-    Pass ``output`` as the user typed it (str) so a trailing "/" still marks a folder.
+    Pass ``output`` as the user typed it (str) so a trailing "/" still marks a folder. A
+    ``suffix`` holding a path separator or ".." would write outside the folder: a UsageError.
     """
+    _check_suffix(suffix)
     if fmt.lower().lstrip(".") not in {*FORMATS, "jpeg", "tif", "tiff", "bmp"}:
         raise UsageError(f"unknown output format {fmt!r}", "use one of " + ", ".join(FORMATS))
     fmt = fmt.lower().lstrip(".")
     if not items:
         return []
     several = several or len(items) > 1
-    folder = _as_folder(output, several, len(items))
+    listed = all(item.output is not None for item in items)  # a JSON listing names every output
+    folder = None if listed and output is None else _as_folder(output, several, len(items))
     jobs = []
     for item in items:
         ext = _extension(item, fmt)
+        if item.output is not None:
+            jobs.append(Job(item, _listed_output(item.output)))
+            continue
         if folder is not None:
             name = item.rel.stem + (suffix or "") + ext
             target = folder / item.rel.parent / name
         elif output is not None:
-            target = Path(output)
+            target = storage.location(output)
         else:
             name = item.path.stem + (default_suffix if suffix is None else suffix) + ext
             target = item.path.with_name(name)
-        jobs.append(Job(item, target))
+        jobs.append(Job(item, target, folder))
     _check_targets(jobs)
     return jobs
+
+
+def _listed_output(output: Path) -> Path:
+    if output.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise UsageError(
+            f"{printable(output)}: cannot write images with extension {printable(output.suffix) or '(none)'!r}",
+            "use one of " + ", ".join(sorted(WRITABLE_SUFFIXES)),
+        )
+    return output
+
+
+def _check_suffix(suffix: str | None) -> None:
+    seps = {"/", "\\", os.sep, os.altsep or "/", "\0"}
+    if suffix is not None and (".." in suffix or any(sep in suffix for sep in seps)):
+        raise UsageError(
+            f"suffix {printable(suffix)!r} holds a path separator or '..'",
+            "use a plain name ending, such as _restored",
+            option="suffix",
+        )
+
+
+def ensure_output_folder(job: Job) -> None:
+    """Create the folder ``job.output`` goes in. OutputError if it is, or would be, reached through
+    a link that leads out of the output folder ``job.root``: checked before creating it and again
+    after, so a link made in the meantime is caught before anything is written."""
+    _check_inside(job)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    _check_inside(job)
+
+
+def _check_inside(job: Job) -> None:
+    if job.root is None:
+        return
+    root, real = job.root.resolve(), job.output.parent.resolve()
+    if real != root and root not in real.parents:
+        raise OutputError(
+            f"{printable(job.output)}: a link in the output folder leads out of it, to "
+            f"{printable(real)}",
+            f"remove the link from {printable(job.root)}, or choose another output folder",
+        )
 
 
 def _as_folder(output: Path | str | None, several: bool, count: int) -> Path | None:
@@ -165,23 +280,24 @@ def _as_folder(output: Path | str | None, several: bool, count: int) -> Path | N
             )
         return None
     text = str(output)
-    path = Path(output)
+    path = storage.location(output)
     if text.endswith(("/", os.sep)) or path.is_dir():
         return path
     if several:
         if path.exists():
             raise UsageError(
-                f"-o {path}: is a file, but {count} inputs need a folder", "pass -o DIR"
+                f"-o {printable(path)}: is a file, but {count} inputs need a folder", "pass -o DIR"
             )
         if is_image(path):
             raise UsageError(
-                f"-o {path}: looks like a file name, but there are {count} inputs",
-                f"pass a folder, e.g. -o {path.with_suffix('')}/",
+                f"-o {printable(path)}: looks like a file name, but there are {count} inputs",
+                f"pass a folder, e.g. -o {printable(path.with_suffix(''))}/",
             )
         return path
     if path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise UsageError(
-            f"-o {path}: cannot write images with extension {path.suffix or '(none)'!r}",
+            f"-o {printable(path)}: cannot write images with extension "
+            f"{printable(path.suffix) or '(none)'!r}",
             "use one of "
             + ", ".join(sorted(WRITABLE_SUFFIXES))
             + ", or end the path with / for a folder",
@@ -205,7 +321,8 @@ def _check_targets(jobs: Sequence[Job]) -> None:
     clashes = [group for group in by_key.values() if len(group) > 1]
     if clashes:
         lines = [
-            f"{group[0].output} <- " + ", ".join(str(job.input.path) for job in group)
+            f"{printable(group[0].output)} <- "
+            + ", ".join(printable(job.input.path) for job in group)
             for group in clashes
         ]
         shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
@@ -218,7 +335,7 @@ def _check_targets(jobs: Sequence[Job]) -> None:
     for job in jobs:  # file systems where "A.PNG" is "a.png"
         if job.output.resolve() in inputs or _file_id(job.output) in input_ids - {None}:
             raise UsageError(
-                f"{job.output}: writing there would overwrite the input",
+                f"{printable(job.output)}: writing there would overwrite the input",
                 "choose another -o, or pass --suffix",
             )
 
@@ -286,7 +403,9 @@ def find_mask(mask: Path, item: InputItem) -> Path:
     if mask.is_file():
         return mask
     if not mask.is_dir():
-        raise UsageError(f"{mask}: no such mask file or folder", "check the --mask path")
+        raise UsageError(
+            f"{printable(mask)}: no such mask file or folder", "check the path", option="mask"
+        )
     exact = mask / item.rel
     if exact.is_file() and is_image(exact) and not _same_file(exact, item.path):
         return exact
@@ -328,11 +447,11 @@ def _one(hits: list[Path], item: InputItem, mask: Path) -> Path:
         return hits[0]
     if not hits:
         raise InputError(
-            f"{item.path}: no mask for it in {mask}",
-            f"add {mask / item.rel.parent / item.rel.stem}.png (white = area to fill)",
+            f"{printable(item.path)}: no mask for it in {printable(mask)}",
+            f"add {printable(mask / item.rel.parent / item.rel.stem)}.png (white = area to fill)",
         )
-    names = ", ".join(str(p) for p in hits[:5])
+    names = ", ".join(printable(p) for p in hits[:5])
     raise InputError(
-        f"{item.path}: several possible masks in {mask}: {names}",
+        f"{printable(item.path)}: several possible masks in {printable(mask)}: {names}",
         "keep one mask per image, at the same relative path as the image",
     )

@@ -1,18 +1,22 @@
 """Read and write images faithfully: orientation, alpha, grayscale, 16-bit, ICC and EXIF.
 
 Pixels travel as float32 arrays in [0, 1]: ``(H, W, 3)`` RGB colour and an optional ``(H, W)``
-alpha. Pillow decodes 8-bit files; 16-bit PNGs go through pypng and 16-bit TIFFs through tifffile,
-because Pillow truncates 16-bit colour to 8 bits. Writes are atomic: a hidden temporary file in the
-target folder, renamed into place once complete.
+alpha. Only regular files in the formats restore documents are opened (PNG, JPEG, WebP, TIFF, BMP,
+GIF and PPM/PGM/PNM), whatever a file's name or content says, and every failure to read one is
+that file's InputError. Pillow decodes 8-bit files; 16-bit PNGs go through pypng and 16-bit TIFFs
+through tifffile, because Pillow truncates 16-bit colour to 8 bits. A PIL image handed to the
+Python API takes the same path from the point where a file is open (:func:`picture_from_pil`,
+:func:`picture_to_pil`). Writes are atomic: a hidden temporary file in the target folder, renamed
+into place once complete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import os
 import secrets
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,46 +24,23 @@ from typing import BinaryIO
 
 import numpy as np
 import png
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile
 
 from . import deepimage
 from . import exif as exiftags
-from .errors import InputError, UsageError
+from .errors import InputError, RestoreError, UsageError
+from .files import FORMAT_BY_SUFFIX
+from .intake import SUPPORTED, check_budget, open_image, printable
+from .request import DEFAULT_MAX_PIXELS
 
-# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS): about 13,400 x 13,400 pixels.
-DEFAULT_MAX_PIXELS = 178_956_970
 DEFAULT_QUALITY = 95  # JPEG and WebP
 
-FORMAT_BY_SUFFIX = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
-# Read (by content, whatever the extension says) but not written: outputs of these are PNG.
-READ_ONLY_SUFFIXES = frozenset({".gif", ".jfif", ".jpe", ".ppm", ".pgm", ".pnm"})
-# Formats whose extra frames are animation: such files are refused rather than cut to one frame.
-_ANIMATED = {"GIF", "PNG", "WEBP"}
 # What each output format can hold: grayscale, alpha, 16 bits, ICC and EXIF.
 _CAN_GRAY = {"PNG", "JPEG", "TIFF", "BMP"}
 _CAN_ALPHA = {"PNG", "WEBP", "TIFF"}  # 32-bit BMP alpha is ignored by most readers, Pillow's too
 _CAN_DEEP = {"PNG", "TIFF"}
 _CAN_META = {"PNG", "JPEG", "WEBP", "TIFF"}
-
-_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    KeyError,
-    struct.error,
-    zlib.error,
-    png.Error,
-)
+_Decoded = tuple[np.ndarray, "np.ndarray | None", bool]  # colour, alpha, gray
 
 
 @dataclass
@@ -70,7 +51,7 @@ class Picture:
     bit_depth: int  # 8 or 16 (16-bit PNG/TIFF sources)
     icc_profile: bytes | None
     exif: bytes | None  # starts with b"Exif\0\0"; orientation tag reset to 1
-    source_format: str  # "PNG", "JPEG", "WEBP", "TIFF", "BMP", ...
+    source_format: str  # "PNG", "JPEG", "TIFF", ...; "unknown": a PIL image made in memory
 
     @property
     def size(self) -> tuple[int, int]:
@@ -82,21 +63,35 @@ class Picture:
 
 
 def read_image(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode ``path`` with its EXIF orientation applied; InputError if it cannot be read."""
+    """Decode ``path`` with its EXIF orientation applied; InputError if it cannot be read.
+
+    Before anything is decoded, :func:`check_budget` refuses a file whose decoding would allocate
+    more than ``max_pixels`` pixels (None: no limit), every plane, depth slice and tile counted.
+    """
     try:
-        with open(path, "rb") as fp:
-            im = _open_header(fp)
-            _check_pixels(path, im.size, max_pixels)
-            _check_single_frame(path, im)
-            pixels, alpha, gray, depth, icc = _decode(im, path)
-            exif, orientation = exiftags.carried_exif(im)
+        with open_image(path, max_pixels=max_pixels) as (fp, im):
+            return _picture(im, _read_deep(im, fp, path, max_pixels))
+    except RestoreError:
+        raise
     except FileNotFoundError as e:
-        raise InputError(f"{path}: file not found", "check the path") from e
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as e:
-        raise _unreadable(path, e) from e
-    pixels = exiftags.orient(pixels, orientation)
-    alpha = None if alpha is None else exiftags.orient(alpha, orientation)
-    return Picture(pixels, alpha, gray, depth, icc, exif, im.format or "unknown")
+        raise InputError(f"{printable(path)}: file not found", "check the path") from e
+    except Exception as e:  # whatever a decoder raises on a damaged file: that file's error
+        raise _unreadable(printable(path), e) from e
+
+
+def picture_from_pil(image: Image.Image, *, name: str = "image") -> Picture:
+    """The :class:`Picture` that :func:`read_image` makes of a file once it is open, made of a PIL
+    image: the same decoding of every mode (1, L, LA, P, PA, RGB, RGBA, CMYK, I, I;16, F, ...),
+    EXIF orientation and ICC profile included. I and I;16 images are 16-bit gray (65535 = white),
+    F images are taken as [0, 1]. Pillow has no 16-bit colour mode, so a 16-bit colour file opened
+    by Pillow arrives here with 8 bits (``read_image`` of the file keeps 16). InputError, naming
+    ``name``, if Pillow cannot convert the image."""
+    try:
+        return _picture(image, None)
+    except RestoreError:
+        raise
+    except Exception as e:
+        raise _unreadable(printable(name), e) from e
 
 
 def read_mask(
@@ -106,18 +101,26 @@ def read_mask(
     image: Path | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """An inpainting mask as (H, W) float32 in [0, 1], white = 1 = hole; ``size`` is the image's (W, H).
+    """:func:`mask_from_picture` of the image file ``path``; ``size`` is the image's (W, H)."""
+    picture = read_image(path, max_pixels=max_pixels)
+    return mask_from_picture(picture, size, name=printable(path), image=image)
+
+
+def mask_from_picture(
+    picture: Picture, size: tuple[int, int], *, name: str = "mask", image: Path | None = None
+) -> np.ndarray:
+    """An inpainting mask as (H, W) float32 in [0, 1], white = 1 = hole; ``size`` is the image's
+    (W, H), and a mask of another size is an InputError naming ``name`` (and ``image``).
 
     Colour masks are reduced to their luminance (Rec. 601). A mask with alpha is composited over
     black, so transparent pixels keep the photo: white strokes painted on a transparent layer mark
     the holes (masks that mark holes by transparency alone must be flattened first). Soft values
     are kept; thresholding is the pipeline's call.
     """
-    picture = read_image(path, max_pixels=max_pixels)
     if picture.size != size:
-        of = f" {image}" if image is not None else ""
+        of = f" {printable(image)}" if image is not None else ""
         raise InputError(
-            f"{path}: mask is {_wh(picture.size)} but the image{of} is {_wh(size)}",
+            f"{name}: mask is {_wh(picture.size)} but the image{of} is {_wh(size)}",
             f"make the mask exactly {_wh(size)} pixels, like the image it belongs to",
         )
     mask = picture.pixels[..., 0] if picture.gray else _luma(picture.pixels)
@@ -126,76 +129,54 @@ def read_mask(
     return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _open_header(fp: BinaryIO) -> ImageFile.ImageFile:
-    """Identify the format and parse the header only; ``.load()`` decodes the pixels later.
-
-    This is ``Image.open`` without its decompression-bomb check, which reads the global
-    ``Image.MAX_IMAGE_PIXELS``: ``read_image`` applies its own ``max_pixels`` instead.
-    """
-    Image.init()
-    prefix = fp.read(16)
-    for fmt in Image.ID:
-        factory, accept = Image.OPEN[fmt]
-        accepted = accept is None or accept(prefix)
-        if not accepted or isinstance(accepted, str):  # a str is Pillow's "almost" message
-            continue
-        fp.seek(0)
-        try:
-            return factory(fp, "")
-        except (SyntaxError, IndexError, TypeError, struct.error):
-            continue
-    raise UnidentifiedImageError("not an image, or a format Pillow does not know")
-
-
-def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
-    pixels = size[0] * size[1]
-    if max_pixels is not None and pixels > max_pixels:
-        raise InputError(
-            f"{path}: image is {_wh(size)} = {pixels:,} pixels, over the limit of {max_pixels:,}",
-            f"if you trust this file, raise the limit with --max-pixels {pixels}",
-        )
-
-
-def _check_single_frame(path: Path, im: ImageFile.ImageFile) -> None:
-    frames = getattr(im, "n_frames", 1)
-    if im.format in _ANIMATED and frames > 1:
-        raise InputError(
-            f"{path}: animated image ({frames} frames); only still images are restored",
-            "extract the frames first (e.g. ffmpeg -i in.gif frame_%04d.png) and restore the folder",
-        )
-
-
-def _unreadable(path: Path, e: BaseException) -> InputError:
-    if isinstance(e, Image.DecompressionBombError):
-        return InputError(f"{path}: image too large ({e})", "raise the limit with --max-pixels")
-    if isinstance(e, UnidentifiedImageError):
-        reason = "not an image, or an unsupported format"
+def _unreadable(name: str, e: BaseException) -> InputError:
+    if isinstance(e, MemoryError):
+        reason = "out of memory"
     elif isinstance(e, OSError) and e.strerror:
         reason = e.strerror
-    elif isinstance(e, (struct.error, IndexError, EOFError, zlib.error)):  # decoders' internals
+    elif isinstance(e, (OSError, SyntaxError, ValueError, png.Error)) and str(e).strip():
+        reason = printable(str(e).strip().splitlines()[0])[:120]  # the decoder's own words
+    else:  # decoders' internals: struct.error, IndexError, EOFError, zlib.error, ...
         reason = "damaged, truncated or not an image"
-    else:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
     return InputError(
-        f"{path}: cannot read image ({reason})",
-        "check that the file is a complete PNG, JPEG, WebP, TIFF or BMP image",
+        f"{name}: cannot read image ({reason})",
+        f"check that the file is a complete {SUPPORTED} image",
     )
 
 
-def _decode(im: ImageFile.ImageFile, path: Path):
-    """(pixels, alpha, gray, bit_depth, icc) as stored, before orientation.
+def _read_deep(
+    im: ImageFile.ImageFile, fp: BinaryIO, path: Path, max_pixels: int | None
+) -> _Decoded | None:
+    """A PNG or TIFF deeper than 8 bits, read from the same open file by pypng or tifffile (their
+    allocation checked too), or None to let Pillow decode."""
+    if im.format == "PNG" and deepimage.png_bit_depth(fp) == 16:
+        return deepimage.read_png16(fp)
+    if im.format == "TIFF" and deepimage.tiff_bits(im) > 8:
+        per_plane = 4 * im.size[0] * im.size[1]  # samples: an RGBA image of im.size
 
-    Deep files are read again from ``path`` by pypng or tifffile, leaving Pillow's file alone.
-    """
+        def check(samples: int) -> None:
+            planes = -(-samples // per_plane)
+            check_budget(path, im.size, planes=planes, max_pixels=max_pixels)
+
+        return deepimage.read_tiff_deep(fp, check)
+    return None
+
+
+def _picture(im: Image.Image, deep: _Decoded | None) -> Picture:
+    """The picture of an open image; ``deep`` what pypng or tifffile read instead of Pillow."""
     icc = im.info.get("icc_profile") or None
-    if im.format == "PNG" and deepimage.png_bit_depth(path) == 16:
-        return (*deepimage.read_png16(path), 16, icc)
-    if (
-        im.format == "TIFF"
-        and deepimage.tiff_bits(im) > 8
-        and (deep := deepimage.read_tiff_deep(path)) is not None
-    ):
-        return (*deep, 16, icc)
+    if deep is None:
+        pixels, alpha, gray, depth, icc = _decode(im, icc)
+    else:
+        (pixels, alpha, gray), depth = deep, 16
+    exif, orientation = exiftags.carried_exif(im)
+    pixels = exiftags.orient(pixels, orientation)
+    alpha = None if alpha is None else exiftags.orient(alpha, orientation)
+    return Picture(pixels, alpha, gray, depth, icc, exif, im.format or "unknown")
+
+
+def _decode(im: Image.Image, icc: bytes | None):
+    """(pixels, alpha, gray, bit_depth, icc) of what Pillow decodes, before orientation."""
     im.load()
     if im.mode == "CMYK":
         return (*_split(_cmyk_to_rgb(im, icc)), False, 8, None)
@@ -232,9 +213,6 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
             rgb = None
     rgb = rgb if rgb is not None else im.convert("RGB")
     return np.asarray(rgb).astype(np.float32) / np.float32(255)
-
-
-# --- orientation and metadata ------------------------------------------------------------------
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -275,7 +253,8 @@ def format_for(path: Path) -> str:
     fmt = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
     if fmt is None:
         raise UsageError(
-            f"{path}: cannot write images with extension {Path(path).suffix or '(none)'!r}",
+            f"{printable(path)}: cannot write images with extension "
+            f"{printable(Path(path).suffix) or '(none)'!r}",
             "use one of " + ", ".join(FORMAT_BY_SUFFIX),
         )
     return fmt
@@ -297,7 +276,7 @@ def write_image(path: Path, picture: Picture, *, quality: int | None = None) -> 
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()[:120]
         raise InputError(
-            f"{path}: cannot write image ({reason or type(e).__name__})",
+            f"{printable(path)}: cannot write image ({printable(reason or type(e).__name__)})",
             "check that the output folder is writable and has free space",
         ) from e
 
@@ -325,7 +304,7 @@ def _write(tmp: Path, picture: Picture, fmt: str, quality: int) -> None:
         else:
             deepimage.write_tiff16(tmp, deep, icc)
         return
-    im = Image.fromarray(quantize(a[..., 0] if a.shape[2] == 1 else a))
+    im = _to_pil(a, 8)
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
@@ -338,6 +317,27 @@ def _write(tmp: Path, picture: Picture, fmt: str, quality: int) -> None:
     if fmt == "JPEG":
         options["subsampling"] = 0
     im.save(tmp, format=fmt, **options)
+
+
+def picture_to_pil(picture: Picture) -> Image.Image:
+    """What :func:`write_image` encodes in a PNG, as a PIL image: mode L, LA, RGB or RGBA, 8 bits,
+    except that a 16-bit grayscale picture without alpha comes back as "I;16" with every bit.
+    Pillow has no 16-bit colour or gray-with-alpha mode: 16-bit colour comes back as 8-bit RGB(A),
+    16-bit gray with alpha as LA. The ICC profile (where it fits the pixels) and the EXIF are in
+    ``.info``, for ``save(..., icc_profile=..., exif=...)``."""
+    keep_alpha = picture.alpha is not None
+    a = _channels(picture, picture.gray, keep_alpha)
+    im = _to_pil(a, 16 if picture.bit_depth == 16 and a.shape[2] == 1 else 8)
+    if _icc_fits(picture.icc_profile, picture.gray):
+        im.info["icc_profile"] = picture.icc_profile
+    if picture.exif:
+        im.info["exif"] = picture.exif
+    return im
+
+
+def _to_pil(a: np.ndarray, bit_depth: int) -> Image.Image:
+    """(H, W, C) float32 -> L (or I;16), LA, RGB or RGBA."""
+    return Image.fromarray(quantize(a[..., 0] if a.shape[2] == 1 else a, bit_depth))
 
 
 def _channels(picture: Picture, gray: bool, keep_alpha: bool) -> np.ndarray:
@@ -389,3 +389,24 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _wh(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+def to_scale(
+    pixels: np.ndarray, source: tuple[int, int], scale: float | None, native: float
+) -> np.ndarray:
+    """``pixels`` (a model's output at ``native`` x a ``source`` (W, H) input) resized to ``scale``
+    x the input, as ``--scale`` asks; unchanged when ``scale`` is None or ``native``."""
+    if scale is None or math.isclose(scale, native):
+        return pixels
+    width, height = source
+    return resize(pixels, (max(1, round(width * scale)), max(1, round(height * scale))))
+
+
+def with_pixels(picture: Picture, pixels: np.ndarray) -> Picture:
+    """``picture`` with new ``pixels`` (e.g. restored), its alpha resized to them; everything
+    else (grayscale, bit depth, ICC, EXIF) kept."""
+    h, w = pixels.shape[:2]
+    alpha = picture.alpha
+    if alpha is not None and alpha.shape != (h, w):
+        alpha = resize(alpha, (w, h))
+    return dataclasses.replace(picture, pixels=pixels, alpha=alpha)

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import nets
 from .device import bicubic
-from .nets.unet import UNetModelSwin
-from .nets.vqgan import VQModel
-from .registry import UNetConfig, VQConfig
+from .nets.config import UNetConfig, VQConfig
 
 # Largest relative difference (max |device - cpu| / max |cpu|) accepted. Half precision rounds at
 # about 1e-3 per operation; the bugs this guards against give errors of order one.
@@ -66,10 +65,10 @@ class CheckResult:
         )
 
 
-def _networks() -> tuple[UNetModelSwin, VQModel]:
+def _networks() -> tuple[nn.Module, nn.Module]:
     """Both networks with weights drawn from a fixed seed (scaled like a trained network's)."""
     g = torch.Generator().manual_seed(20231)
-    unet, vq = UNetModelSwin(_UNET), VQModel(_VQ)
+    unet, vq = nets.build(_UNET, device="cpu"), nets.build(_VQ, device="cpu")
     for net in (unet, vq):
         for name, p in net.named_parameters():
             r = torch.randn(p.shape, generator=g)

@@ -8,10 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from restore_cli.loader import default_registry
-from restore_cli.nets.unet import UNetModelSwin
-from restore_cli.nets.vqgan import VQModel
-from restore_cli.registry import ModelSpec, Registry, load_registry
+from restore_cli import nets
+from restore_cli.registry import ModelSpec, Registry, default_registry, load_registry
 
 from .reference_fill import reference_state_dict
 
@@ -34,8 +32,7 @@ def write_weights(spec: ModelSpec, folder: Path) -> tuple[Path, Path]:
         folder / f"{spec.name}.unet.safetensors",
         folder / f"{spec.name}.ae.safetensors",
     )
-    with torch.device("meta"):
-        unet, vq = UNetModelSwin(spec.unet), VQModel(spec.autoencoder.config)
+    unet, vq = nets.build(spec.unet), nets.build(spec.autoencoder.config)
     if not unet_file.exists():
         save_file(reference_state_dict(unet), str(unet_file))
     if not ae_file.exists():
@@ -56,3 +53,30 @@ def weights(tmp_path_factory: pytest.TempPathFactory, registry: Registry):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def load(registry: Registry, weights):
+    """load(name) -> a Restorer of a tiny test model on the CPU, built once per test module."""
+    import restore_cli
+    from restore_cli.pipeline import Restorer
+
+    cache: dict[str, Restorer] = {}
+
+    def get(name: str) -> Restorer:
+        if name not in cache:
+            unet, ae = weights(name)
+            cache[name] = restore_cli.load(
+                registry.get(name), checkpoint=unet, autoencoder=ae, device="cpu"
+            )
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture()
+def tiny_args(weights):
+    """tiny_args(model) -> the command-line arguments that run a tiny test model on the CPU."""
+    from .scale import tiny_args as args_for
+
+    return lambda model="tiny-sr": args_for(weights, model)

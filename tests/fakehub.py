@@ -2,9 +2,12 @@
 
 :class:`FakeServer` serves
 
-* plain files (``add_file``) with ``Content-Length`` and ``Range`` support, redirects
-  (``add_redirect``), a switch to ignore ``Range`` (``ignore_range``) and one to cut the connection
-  after some bytes of the next responses (``cut_next``) and a ``delay`` before each body;
+* plain files (``add_file``) with ``Content-Length``, a strong ``ETag`` (the sha256 of the
+  content) and ``Last-Modified``, ``Range`` and ``If-Range`` support, redirects (``add_redirect``,
+  to a path here or any absolute URL), a switch to ignore ``Range`` (``ignore_range``), one to
+  send no validators (``validators``) and one to cut the connection after some bytes of the next
+  responses (``cut_next``), a ``delay`` before each body and a ``drip``: one byte every so many
+  seconds;
 * Hub repository files (``add_repo_file``) at ``/{repo_id}/resolve/{revision}/{filename}``, answering
   ``hf_hub_download``'s ``HEAD`` (``X-Repo-Commit``, ``ETag``, ``Content-Length``) and ``GET``.
 
@@ -28,6 +31,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
+_MODIFIED = "Mon, 04 Mar 2024 10:00:00 GMT"
 _RESOLVE = re.compile(
     r"/(?P<repo>(?:(?:datasets|spaces)/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)"
 )
@@ -51,7 +55,9 @@ class FakeServer:
         self.repos: dict[tuple[str, str], tuple[str, dict[str, bytes]]] = {}
         self.requests: list[Seen] = []
         self.ignore_range = False
+        self.validators = True  # send ETag and Last-Modified with plain files
         self.delay = 0.0  # seconds to wait before sending a file's body
+        self.drip = 0.0  # > 0: send bodies one byte at a time, this many seconds apart
         self._cut_after = 0
         self._cuts_left = 0
         self._lock = threading.Lock()
@@ -78,7 +84,8 @@ class FakeServer:
         return self.url + path
 
     def add_redirect(self, path: str, target: str) -> str:
-        """Answer ``path`` with a 302 to ``target`` (a path on this server); returns the URL."""
+        """Answer ``path`` with a 302 to ``target`` (a path on this server, or an absolute URL);
+        returns the URL."""
         self.redirects[path] = target
         return self.url + path
 
@@ -131,11 +138,16 @@ class _Handler(BaseHTTPRequestHandler):
         fake._record(Seen(self.command, self.path, dict(self.headers.items())))
         path = urlsplit(self.path).path
         if path in fake.redirects:
-            self._reply(302, b"", {"Location": fake.url + fake.redirects[path]}, head)
+            target = fake.redirects[path]
+            location = target if "://" in target else fake.url + target
+            self._reply(302, b"", {"Location": location}, head)
         elif (match := _RESOLVE.fullmatch(path)) is not None:
             self._serve_repo_file(match, head)
         elif path in fake.files:
-            self._send_file(fake.files[path], {}, head)
+            data = fake.files[path]
+            validators = {"ETag": f'"{hashlib.sha256(data).hexdigest()[:32]}"'}
+            validators["Last-Modified"] = _MODIFIED
+            self._send_file(data, validators if fake.validators else {}, head)
         else:
             self._reply(404, b"not found", {}, head)
 
@@ -156,7 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_file(self, data: bytes, headers: dict[str, str], head: bool) -> None:
         headers = {**headers, "Accept-Ranges": "bytes"}
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match is None or self.fake.ignore_range:
+        if_range = self.headers.get("If-Range")
+        stale = if_range is not None and if_range not in (headers.get("ETag"), _MODIFIED)
+        if match is None or self.fake.ignore_range or stale:
             self._reply(200, data, headers, head)
             return
         start = int(match[1])
@@ -182,11 +196,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True  # the client sees the stream end early
             return
+        if self.fake.drip > 0 and status in (200, 206):
+            for i in range(len(body)):
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    self.close_connection = True
+                    return
+                time.sleep(self.fake.drip)
+            return
         self.wfile.write(body)
 
 
 def isolate_hf(monkeypatch: pytest.MonkeyPatch, home: Path, endpoint: str) -> Path:
-    """Point huggingface_hub (and ``restore_cli.download``) at ``endpoint`` and a cache in ``home``.
+    """Point huggingface_hub (and ``restore_cli.weights.download``) at ``endpoint`` and a cache in ``home``.
 
     Returns the hub cache directory.
     """

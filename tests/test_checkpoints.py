@@ -10,10 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from restore_cli.checkpoints import convert_to_safetensors, load_into, read_state_dict
+from restore_cli import nets
 from restore_cli.errors import WeightsError
-from restore_cli.nets.unet import UNetModelSwin
-from restore_cli.nets.vqgan import VQModel
+from restore_cli.weights.checkpoints import convert_to_safetensors, load_into, read_state_dict
 
 from .reference_fill import reference_state_dict
 
@@ -21,18 +20,16 @@ from .reference_fill import reference_state_dict
 @pytest.fixture(scope="module")
 def tiny(registry):
     spec = registry.get("tiny-sr")
-    with torch.device("meta"):
-        unet = UNetModelSwin(spec.unet)
+    unet = nets.build(spec.unet)
     full = {k: v.clone() for k, v in reference_state_dict(unet).items()}
-    model = UNetModelSwin(spec.unet)
+    model = nets.build(spec.unet, device="cpu")
     load_into(model, full, "reference")
     full.update({k: v for k, v in model.state_dict().items() if k not in full})  # with buffers
     return spec, full
 
 
-def fresh(spec) -> UNetModelSwin:
-    with torch.device("meta"):
-        return UNetModelSwin(spec.unet)
+def fresh(spec) -> torch.nn.Module:
+    return nets.build(spec.unet)
 
 
 def assert_loads_same(spec, state_file: Path, full: dict[str, torch.Tensor]) -> None:
@@ -87,8 +84,7 @@ def test_strict_error_lists_missing_unexpected_and_misshaped(tmp_path: Path, tin
 
 
 def test_wrong_model_checkpoint_is_a_clear_error(tmp_path: Path, registry) -> None:
-    with torch.device("meta"):
-        vq = VQModel(registry.get("tiny-sr").autoencoder.config)
+    vq = nets.build(registry.get("tiny-sr").autoencoder.config)
     path = tmp_path / "vq.safetensors"
     save_file(reference_state_dict(vq), str(path))
     with pytest.raises(WeightsError, match="does not fit the architecture"):

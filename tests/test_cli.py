@@ -23,16 +23,6 @@ from .conftest import TINY_REGISTRY
 ENV_KEYS = ("HF_HUB_OFFLINE",)
 
 
-@pytest.fixture()
-def tiny_args(weights):
-    def args(model: str = "tiny-sr") -> list[str]:
-        unet, ae = weights(model)
-        return ["--registry", str(TINY_REGISTRY), "-m", model, "--checkpoint", str(unet),
-                "--autoencoder", str(ae), "--device", "cpu"]  # fmt: skip
-
-    return args
-
-
 def rgb(path: Path, w: int = 24, h: int = 16, mode: str = "RGB", seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
@@ -122,7 +112,7 @@ def test_usage_errors_exit_2(tmp_path, tiny_args, capsys) -> None:
     assert run(["sr", str(a), "--scale", "-1", *tiny_args()], capsys)[0] == 2
     assert run(["sr", str(a), "--color-fix", "magic", *tiny_args()], capsys)[0] == 2
     assert run(["sr", str(a), "--bogus-option"], capsys)[0] == 2
-    assert run(["face", str(a)], capsys)[0] == 2  # without --aligned
+    assert run(["face", str(a), "--upscale", "3"], capsys)[0] == 2  # only 1, 2 or 4
     assert run(["inpaint", str(a), *tiny_args("tiny-inpaint")], capsys)[0] == 2  # no --mask
     assert not list(tmp_path.glob("*_x4.png"))
 
@@ -260,6 +250,16 @@ def test_info_models_and_version(tmp_path, capsys, monkeypatch) -> None:
                                         "inpaint-imagenet", "inpaint-face", "faceir"}  # fmt: skip
     assert names["realsr-v3"]["steps"] == 4 and names["realsr-v1"]["steps"] == 15
     assert not names["realsr-v3"]["cached"] and "S-Lab" in names["realsr-v3"]["licence"]
+    # one-step distilled models list the calls they make, FLUX-IR models where to get them
+    assert names["sinsr-v1"]["steps"] == 1 and names["sinsr-v1"]["trained_steps"] == 15
+    assert "CC BY-NC-SA" in names["sinsr-v1"]["licence"]
+    flux = names["lowlight-lolv1"]
+    assert flux["kind"] == "fluxir" and flux["steps"] == [1, 2, 10] and flux["added_steps"] == []
+    assert "drive.google.com" in flux["where"] and "no licence" in flux["licence"]
+    det = names["retinaface-resnet50"]
+    assert det["kind"] == "detector" and det["size_mb"] == 104 and "MIT" in det["licence"]
+    code, _, err = run(["models", "download", "lowlight-lolv1"], capsys)
+    assert code == 2 and "restore models add lowlight-lolv1" in err
     assert main(["--version"]) == 0
     code, _, err = run(["models", "download", "realsr-v3", "--quiet"], capsys)
     assert code == 3  # no network here: a clear weights error, no traceback
@@ -376,3 +376,58 @@ def test_an_output_that_cannot_be_written_fails_alone(tmp_path, tiny_args, capsy
     assert code == 1 and [r["status"] for r in records] == ["error", "ok"]
     assert "cannot write" in records[0]["error"] and "folder" in records[0]["error"]
     assert (tmp_path / "out" / "y.png").is_file() and "Traceback" not in err
+
+
+def test_steps_timesteps_and_eta_from_the_command_line(tmp_path, tiny_args, capsys) -> None:
+    src = rgb(tmp_path / "a.png")
+    outs = []
+    for i, extra in enumerate((["--steps", "2", "--eta", "0"], ["--timesteps", "2,0", "--eta", "0"],
+                               ["--steps", "2", "--eta", "0", "--seed", "99"], [])):  # fmt: skip
+        out = tmp_path / f"o{i}.png"
+        code, records, err = run(
+            ["sr", str(src), "-o", str(out), "--json", *extra, *tiny_args()], capsys
+        )
+        assert code == 0, err
+        outs.append(np.asarray(Image.open(out)))
+        # each record names the trajectory that made its output (tiny-sr: 4 trained steps)
+        expect = ([2, 0], 0.0) if extra else ([3, 2, 1, 0], 1.0)
+        assert (records[0]["timesteps"], records[0]["eta"]) == expect
+    assert np.array_equal(
+        outs[0], outs[1]
+    )  # --steps 2 of 4 trained steps: the reference rule keeps 2,0
+    assert not np.array_equal(outs[0], outs[3])  # fewer steps, another result
+    assert run(["sr", str(src), "--eta", "2", *tiny_args()], capsys)[0] == 2
+    assert run(["sr", str(src), "--steps", "9", *tiny_args()], capsys)[0] == 2
+
+
+def test_verbose_lines_escape_control_characters_in_file_names(tmp_path, tiny_args, capsys):
+    """`--verbose` names every file it made or skipped: a name holding an ESC sequence and a
+    newline is shown escaped, on one line, so it cannot restyle or forge terminal output."""
+    hostile = "a\x1b[31m\nb"
+    src = rgb(tmp_path / f"{hostile}.png")
+    out = tmp_path / f"{hostile}.out.png"
+    argv = ["sr", str(src), "-o", str(out), "--verbose", *tiny_args()]
+    for expect in ("->", "skipped"):  # made, then skipped on the rerun
+        code, _, err = run(argv, capsys)
+        assert code == 0, err
+        assert "\x1b" not in err and "a\\x1b[31m\\x0ab" in err, err
+        assert any(expect in line and "a\\x1b" in line for line in err.splitlines()), err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["models", "list"], ["models", "list", "--json"]]
+)
+def test_commands_that_need_no_model_do_not_import_torch(argv, tmp_path) -> None:
+    """`restore --help`, `--version` and `models list` answer without loading torch (seconds of
+    start-up): a module-level torch import creeping into their path fails here, not in a timing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom restore_cli.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('TORCH=' + str('torch' in sys.modules))\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.stderr.endswith("TORCH=False"), res.stderr[-2000:]

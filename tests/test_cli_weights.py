@@ -13,9 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save as save_safetensors
 
+from restore_cli import nets
 from restore_cli.cli import main
-from restore_cli.nets.unet import UNetModelSwin
-from restore_cli.nets.vqgan import VQModel
 from restore_cli.registry import load_registry
 
 from .conftest import TINY_REGISTRY
@@ -38,8 +37,7 @@ def web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A registry file naming a tiny model whose weights the fake server publishes as the authors
     do (.pth release assets; the UNet wrapped and DDP-prefixed), and the state dicts served."""
     spec = load_registry([TINY_REGISTRY]).get("tiny-sr")
-    with torch.device("meta"):
-        unet, vq = UNetModelSwin(spec.unet), VQModel(spec.autoencoder.config)
+    unet, vq = nets.build(spec.unet), nets.build(spec.autoencoder.config)
     states = {"unet": reference_state_dict(unet), "vq": reference_state_dict(vq)}
     with FakeServer() as server:
         isolate_hf(monkeypatch, tmp_path / "hf", server.url)

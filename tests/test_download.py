@@ -1,4 +1,4 @@
-"""restore_cli.download against a local fake server and Hub: caching, resuming, hashes, offline."""
+"""restore_cli.weights.download against a local fake server and Hub: caching, resuming, hashes, offline."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
-from restore_cli import download, hub, transfer
 from restore_cli.errors import EXIT_MODEL, OfflineError, WeightsError
 from restore_cli.registry import Source
+from restore_cli.weights import download, hub, transfer
 
 from .fakehub import FakeServer, isolate_hf
 
@@ -124,12 +124,24 @@ def test_interrupted_download_resumes_on_next_resolve(server: FakeServer, cache:
     assert path.read_bytes() == _Payload.st
 
 
+def _etag(data: bytes) -> str:
+    return f'"{_sha(data)[:32]}"'  # what FakeServer sends
+
+
+def _leave_partial(url: str, data: bytes, validator: str | None) -> Path:
+    """An interrupted download of ``url`` on disk: ``data`` so far, with its saved validator."""
+    dest = download.status(url).path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    transfer.partial_path(dest).write_bytes(data)
+    if validator is not None:
+        transfer.validator_path(dest).write_text(validator + "\n")
+    return transfer.partial_path(dest)
+
+
 def test_server_ignoring_range_restarts(server: FakeServer, cache: Path) -> None:
     url = server.add_file(f"{RELEASE}/model.safetensors", _Payload.st)
-    partial = download.status(url).path.with_name("model.safetensors.incomplete")
-    partial.parent.mkdir(parents=True)
     garbage = b"garbage that is not the start of the file"
-    partial.write_bytes(garbage)
+    partial = _leave_partial(url, garbage, _etag(_Payload.st))
     server.ignore_range = True
     path = download.resolve(url)
     assert server.seen("GET")[0].headers["Range"] == f"bytes={len(garbage)}-"
@@ -318,13 +330,15 @@ def test_pth_is_converted_once(
     server: FakeServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    real = download.convert_to_safetensors
+    from restore_cli.weights import checkpoints
 
-    def counting(src: Path, dst: Path) -> Path:
-        calls.append(Path(src))
-        return real(src, dst)
+    real = checkpoints.save_state_dict
 
-    monkeypatch.setattr(download, "convert_to_safetensors", counting)
+    def counting(state, dst: Path, **kw) -> Path:
+        calls.append(Path(dst))
+        return real(state, dst, **kw)
+
+    monkeypatch.setattr(checkpoints, "save_state_dict", counting)
     url = server.add_file(f"{RELEASE}/resshift_realsrx4_s4_v3.pth", _Payload.pth)
     path = download.resolve(url)
     assert path.name == "resshift_realsrx4_s4_v3.pth.safetensors"
@@ -433,7 +447,7 @@ def test_concurrent_resolves_download_once(server: FakeServer, cache: Path) -> N
 
 _CHILD = """
 import sys
-from restore_cli import download
+from restore_cli.weights import download
 print("ready", flush=True)
 sys.stdin.readline()
 print(download.resolve(sys.argv[1]), flush=True)
@@ -466,14 +480,17 @@ def test_two_processes_share_one_download(server: FakeServer, cache: Path) -> No
     paths = {out.strip() for out, _ in outs}
     assert len(paths) == 1
     assert len(server.seen("GET")) == 1
-    _assert_same(Path(paths.pop()), _Payload.state)
+    path = Path(paths.pop())
+    _assert_same(path, _Payload.state)
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "model.pth", "model.pth.safetensors", "model.pth.safetensors.sha256", "model.pth.sha256",
+    ]  # fmt: skip
+    assert download.verify(url).verified  # one good file, no partial or temporary one beside it
 
 
 def test_complete_partial_file_is_fetched_again(server: FakeServer, cache: Path) -> None:
     url = server.add_file(f"{RELEASE}/model.safetensors", _Payload.st)
-    partial = download.status(url).path.with_name("model.safetensors.incomplete")
-    partial.parent.mkdir(parents=True)
-    partial.write_bytes(_Payload.st)  # complete, but never renamed (killed just before)
+    _leave_partial(url, _Payload.st, _etag(_Payload.st))  # complete, never renamed (killed)
     assert download.resolve(url).read_bytes() == _Payload.st
     assert [r.headers.get("Range") for r in server.seen("GET")] == [
         f"bytes={len(_Payload.st)}-",

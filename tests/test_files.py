@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from restore_cli.errors import InputError, UsageError
+from restore_cli.errors import InputError, OutputError, UsageError
 from restore_cli.files import (
+    FORMAT_BY_SUFFIX,
     IMAGE_SUFFIXES,
+    READ_ONLY_SUFFIXES,
     WRITABLE_SUFFIXES,
     InputItem,
     Job,
+    ensure_output_folder,
     find_inputs,
     find_mask,
     plan_outputs,
+    printable,
     shard,
 )
-from restore_cli.imageio import FORMAT_BY_SUFFIX, READ_ONLY_SUFFIXES
 
 
 def touch(root: Path, *names: str) -> None:
@@ -75,7 +80,9 @@ def test_folder_is_searched_recursively_sorted_without_hidden(tmp_path: Path) ->
         "sub/deeper/d.TIFF",
     ]
     assert all(i.path == tmp_path / "in" / i.rel for i in items)
-    assert ignored == [tmp_path / "in" / "notes.txt"]
+    assert [(i.path, i.reason) for i in ignored] == [
+        (tmp_path / "in" / "notes.txt", "not an image")
+    ]
 
 
 def test_output_folder_inside_an_input_folder_is_not_searched(tmp_path: Path, monkeypatch) -> None:
@@ -97,7 +104,7 @@ def test_file_arguments_keep_their_name_as_rel_and_duplicates_go(tmp_path: Path)
         (tmp_path / "x/a.png", Path("a.png")),
         (tmp_path / "y/a.png", Path("a.png")),
     ]
-    assert ignored == [tmp_path / "x/readme.md", tmp_path / "x/readme.md"]
+    assert [i.path for i in ignored] == [tmp_path / "x/readme.md", tmp_path / "x/readme.md"]
 
 
 def test_missing_path_is_usage_error(tmp_path: Path) -> None:
@@ -312,3 +319,89 @@ def test_masks_beside_the_photos_never_pick_the_photo(tmp_path: Path) -> None:
 def test_missing_mask_path_is_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such mask"):
         find_mask(tmp_path / "nope", item(tmp_path / "a.png"))
+
+
+# --- hostile names and files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/x", "../up", "a/../b", "..", "sub\\x", "a\0b"])
+def test_suffix_that_is_a_path_is_a_usage_error(tmp_path: Path, suffix: str) -> None:
+    one = [item(tmp_path / "a.png")]
+    for output, several in ((None, False), (tmp_path / "out", True)):
+        with pytest.raises(UsageError, match="path separator or '..'") as err:
+            plan_outputs(one, output=output, default_suffix="_x4", suffix=suffix, several=several)
+        assert err.value.option == "suffix"
+    plan = plan_outputs(
+        one, output=tmp_path / "out", default_suffix="", suffix="_v1.2", several=True
+    )
+    assert outputs(plan) == [tmp_path / "out" / "a_v1.2.png"]
+
+
+def test_links_out_of_the_output_folder_are_refused_for_that_file(tmp_path: Path) -> None:
+    touch(tmp_path / "in", "a.png", "away/b.png", "away/deep/c.png", "alias/d.png")
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+    elsewhere.mkdir()
+    (out / "inner").mkdir(parents=True)
+    (out / "away").symlink_to(elsewhere, target_is_directory=True)
+    (out / "alias").symlink_to(out / "inner", target_is_directory=True)  # stays inside: fine
+    items, _ = find_inputs([tmp_path / "in"])
+    jobs = {
+        job.input.rel.as_posix(): job
+        for job in plan_outputs(items, output=out, default_suffix="", several=True)
+    }
+    assert all(job.root == out for job in jobs.values())
+    ensure_output_folder(jobs["a.png"])
+    ensure_output_folder(jobs["alias/d.png"])
+    for rel in ("away/b.png", "away/deep/c.png"):
+        with pytest.raises(OutputError, match="leads out of it") as err:
+            ensure_output_folder(jobs[rel])
+        assert "\n" not in str(err.value)
+    assert list(elsewhere.iterdir()) == []  # not even the folder "deep" was made there
+    one = plan_outputs(
+        [item(tmp_path / "in/a.png")], output=tmp_path / "x.png", default_suffix="", several=False
+    )
+    assert one[0].root is None  # an output named exactly is the user's to place
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_special_files_are_ignored_with_a_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    touch(folder, "a.png", "notes.txt")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.jpg").symlink_to(os.devnull)
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(folder / "sock.png"))
+    except OSError:  # a path too long for a socket name
+        pass
+    with server:
+        items, ignored = find_inputs([folder, folder / "pipe.png", Path(os.devnull)])
+    assert [i.rel for i in items] == [Path("a.png")]
+    reasons = {i.path.name: i.reason for i in ignored}
+    assert reasons.pop("sock.png", "a socket") == "a socket"
+    assert reasons == {
+        "notes.txt": "not an image",
+        "pipe.png": "a named pipe (FIFO)",
+        "zero.jpg": "a device file",
+        "null": "a device file",
+    }
+    assert str(ignored[0]) == printable(ignored[0].path)
+
+
+def test_printable_escapes_what_a_terminal_would_act_on() -> None:
+    assert printable("a\x1b[31mb\n\r\t\x7f\x9b.png") == "a\\x1b[31mb\\x0a\\x0d\\x09\\x7f\\x9b.png"
+    assert printable("x\u202egnp.exe") == "x\\u202egnp.exe"  # shown as "xexe.png" if left raw
+    assert printable(Path("a") / "b\u2028c") == "a/b\\u2028c"
+    assert printable(os.fsdecode(b"\xff\xfe.png")) == "\\xff\\xfe.png"  # undecodable bytes
+    for kept in ("caf\u00e9 \u5199\u771f.png", "family \U0001f468\u200d\U0001f469.png", "a b.png"):
+        assert printable(kept) == kept
+
+
+def test_messages_carry_printable_names(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        find_inputs([tmp_path / "no\x1b]2;x\x07.png"])
+    assert "\x1b" not in str(err.value) and "no\\x1b]2;x\\x07.png" in str(err.value)
+    (tmp_path / "m\rx").mkdir()
+    with pytest.raises(InputError) as err:
+        find_mask(tmp_path / "m\rx", item(tmp_path / "a\n.png"))
+    assert "\n" not in str(err.value) and "\r" not in str(err.value)

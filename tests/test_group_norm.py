@@ -53,6 +53,8 @@ def test_float16_statistics_are_taken_in_float32(cls, monkeypatch) -> None:
     expected = real(x.float(), 32, layer.weight.float(), layer.bias.float(), layer.eps)
     assert torch.allclose(out.float(), expected, atol=1e-2)
     seen.clear()
-    layer.bfloat16()(x.bfloat16())  # the UNet's GroupNorm32 always works in float32 (spec §2.1);
+    layer.bfloat16()(
+        x.bfloat16()
+    )  # the UNet's GroupNorm32 always works in float32 (``models/unet.py: GroupNorm32``);
     # the autoencoder's leaves bfloat16, which has float32's range, as it is
     assert seen == [torch.float32 if cls is GroupNorm32 else torch.bfloat16]

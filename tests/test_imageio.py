@@ -332,7 +332,7 @@ def test_truncated_16bit_png_is_input_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content", [b"hello, not an image\n", b"", b"x"])
 def test_non_image_is_input_error(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "notes.png").write_bytes(content)
-    with pytest.raises(InputError, match=r"notes\.png: cannot read image") as info:
+    with pytest.raises(InputError, match=r"notes\.png: (not a supported image|empty file)") as info:
         read_image(tmp_path / "notes.png")
     assert "buffer" not in str(info.value)  # no decoder internals in the message
 
@@ -361,7 +361,7 @@ def test_bomb_guard(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
         with pytest.raises(InputError) as err:
             read_image(tmp_path / "bomb.png")
-    assert "900,000,000 pixels" in err.value.message and "--max-pixels" in err.value.hint
+    assert "900,000,000 pixels" in err.value.message and err.value.option == "max_pixels"
     Image.fromarray(ramp()).save(tmp_path / "small.png")
     with pytest.raises(InputError, match="over the limit of 100"):
         read_image(tmp_path / "small.png", max_pixels=100)

@@ -6,25 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import restore_cli
 from restore_cli import tiling
 from restore_cli.errors import UsageError
 from restore_cli.pipeline import pad_to_multiple
-
-
-@pytest.fixture(scope="module")
-def load(registry, weights):
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            unet, ae = weights(name)
-            cache[name] = restore_cli.load(
-                registry.get(name), checkpoint=unet, autoencoder=ae, device="cpu"
-            )
-        return cache[name]
-
-    return get
 
 
 def image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -84,12 +68,11 @@ def test_tiled_is_deterministic_covers_everything_and_has_no_seams(load) -> None
     ],
 )
 def test_auto_tile_from_free_memory_with_caps(monkeypatch, device, free_gib, model, size, expected):
-    from restore_cli.loader import default_registry
+    from restore_cli.registry import default_registry
 
-    monkeypatch.setattr(tiling, "free_memory", lambda _device: int(free_gib * 2**30))
     spec = default_registry().get(model)
-    dtype = torch.float32 if device == "cpu" else torch.float16
-    assert tiling.auto_tile(spec, torch.device(device), dtype, size) == expected
+    budget = tiling.Budget(int(free_gib * 2**30), cpu=device == "cpu", half=device != "cpu")
+    assert tiling.auto_tile(spec.scale, spec.pad_multiple, budget, size) == expected
 
 
 @pytest.mark.parametrize(("h", "w", "tile", "ov", "s"), [(36, 40, 16, 4, 2), (50, 17, 16, 8, 4)])
@@ -121,11 +104,11 @@ def test_auto_tile_halves_when_memory_runs_out(load, monkeypatch) -> None:
     real_run = type(r).run
     sizes: list[tuple[int, int]] = []
 
-    def run(self, lq, mask, generator, progress=None):
+    def run(self, lq, mask, generator, progress=None, **kw):
         sizes.append(tuple(lq.shape[-2:]))
         if lq.shape[-1] > 16:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_run(self, lq, mask, generator, progress)
+        return real_run(self, lq, mask, generator, progress, **kw)
 
     monkeypatch.setattr(type(r), "run", run)
     out = r.restore(x, seed=5)  # auto: whole image (40 wide) -> out of memory -> 16-pixel tiles
@@ -134,7 +117,7 @@ def test_auto_tile_halves_when_memory_runs_out(load, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="out of memory"):
         r.restore(x, seed=5, tile=40)  # the caller's own tile is not changed behind their back
 
-    def broken(self, lq, mask, generator, progress=None):
+    def broken(self, lq, mask, generator, progress=None, **kw):
         raise RuntimeError("some other failure")
 
     monkeypatch.setattr(type(r), "run", broken)
@@ -179,12 +162,14 @@ def test_face_crops_of_other_sizes_are_resized_to_the_model_and_back(load) -> No
 
 
 def test_device_and_dtype_errors() -> None:
-    from restore_cli.device import resolve_device, resolve_dtype
+    from restore_cli.device import cpu_native, resolve_device, resolve_dtype
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
-        resolve_dtype("fp16", torch.device("cpu"))
+    warned: list[str] = []
+    if not cpu_native(torch.float16):
+        assert resolve_dtype("fp16", torch.device("cpu"), warned.append) == torch.float32
+        assert "no native fp16" in warned[-1]
     with pytest.raises(UsageError):
         resolve_dtype("fp8", torch.device("cpu"))
     if not torch.cuda.is_available():
@@ -203,3 +188,48 @@ def test_bicubic_helper_matches_torch_resize() -> None:
     )
     y = bicubic(x, size=(4, 3), antialias=True)
     assert y.shape == (1, 3, 4, 3) and y.device == x.device
+
+
+def test_reduced_precision_on_the_cpu_only_where_it_is_native(monkeypatch) -> None:
+    """An AVX2-only CPU emulates bf16 (a convolution ~200x slower): warn and run in fp32."""
+    from restore_cli import device
+
+    cpu = torch.device("cpu")
+    assert device.cpu_native(torch.bfloat16, frozenset({"avx2", "fma"})) is False
+    assert device.cpu_native(torch.bfloat16, frozenset({"avx512f", "avx512_bf16"})) is True
+    assert device.cpu_native(torch.bfloat16, frozenset({"amx_bf16"})) is True
+    assert device.cpu_native(torch.float16, frozenset({"avx512_bf16"})) is False
+    # AVX-512 FP16 without AMX-FP16 ran fp16 at half fp32's speed: not native for this purpose
+    assert device.cpu_native(torch.float16, frozenset({"avx512_fp16", "amx_bf16"})) is False
+    assert device.cpu_native(torch.float16, frozenset({"amx_fp16"})) is True
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    warned: list[str] = []
+    assert device.resolve_dtype("bf16", cpu, warned.append) == torch.float32
+    assert device.resolve_dtype("auto", cpu, warned.append) == torch.float32
+    assert len(warned) == 1 and "no native bf16" in warned[0] and "fp32" in warned[0]
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert device.resolve_dtype("bf16", cpu, warned.append) == torch.bfloat16
+    assert device.resolve_dtype("auto", cpu, warned.append) == torch.float32  # never picked
+    assert len(warned) == 1
+
+
+def test_autoencoder_tiles_keep_small_latents_exact_and_blend_large_ones(load, monkeypatch) -> None:
+    """Latents larger than the autoencoder tile go through encoder and decoder in tiles (flat
+    memory); smaller ones exactly as the reference (whole)."""
+    r = load("tiny-sr")
+    x = image(48, 40)  # padded to 48x48; the tiny model's latent has the LQ's size
+    whole = r.restore(x, seed=2, tile=0, vae_tile=0)
+    assert np.array_equal(r.restore(x, seed=2, tile=0, vae_tile=48), whole)  # fits: untouched
+    shapes: dict[str, list[tuple[int, ...]]] = {"encode": [], "decode": []}
+    for name in shapes:
+        real = getattr(r.vq, name)
+
+        def spy(t, real=real, name=name):
+            shapes[name].append(tuple(t.shape[-2:]))
+            return real(t)
+
+        monkeypatch.setattr(r.vq, name, spy)
+    tiled = r.restore(x, seed=2, tile=0, vae_tile=16)
+    assert tiled.shape == whole.shape and np.isfinite(tiled).all()
+    assert shapes["encode"] == [(64, 64)] * 16  # 16-latent tiles of the x4 upsampled 192x192
+    assert shapes["decode"] == [(16, 16)] * 16  # 48 latent, overlap 2: starts 0, 14, 28, 32

@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, RestoreError, Terminated
 from . import info as info_cmd
-from . import models, restore
+from . import models, restore, schedule
 from .console import Ui
 
 EPILOG = (
@@ -29,13 +29,21 @@ app = typer.Typer(
     epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode="rich",
 )
-app.command(epilog=EPILOG)(restore.sr)
-app.command(epilog=EPILOG)(restore.inpaint)
-app.command(epilog=EPILOG)(restore.face)
+app.command(epilog=f"{restore.SR_EXAMPLE}\n\n{EPILOG}")(restore.sr)
+app.command(epilog=f"{restore.INPAINT_EXAMPLE}\n\n{EPILOG}")(restore.inpaint)
+app.command(epilog=f"{restore.FACE_EXAMPLE}\n\n{EPILOG}")(restore.face)
+app.command(
+    epilog=f"Example: restore lowlight dark.jpg --checkpoint lolv1_dist2step.pth\n\n{EPILOG}"
+)(restore.lowlight)
+app.command(epilog=f"Example: restore derain windscreen/ -o clear/ --steps 1\n\n{EPILOG}")(
+    restore.derain
+)
+app.command(epilog=f"Example: restore underwater reef.jpg\n\n{EPILOG}")(restore.underwater)
 app.command("info")(info_cmd.info)
 app.add_typer(models.app, name="models")
+app.add_typer(schedule.app, name="schedule")
 
 
 def _version(value: bool) -> None:
@@ -55,17 +63,17 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, mapping errors to one line and an exit code."""
+    """Entry point: run the app, mapping errors to one line and an exit code.
+
+    With ``standalone_mode=False`` Typer (>= 0.29) returns the exit code of an explicit
+    ``typer.Exit`` and of Ctrl-C (130), and raises usage errors (``TyperException``) for us to show.
+    """
     args = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("--verbose", "--debug", "-v") for a in args)
     signals: list[int] = []  # SIGTERM noted here, to tell it from Ctrl-C
     try:
         with _sigterm_stops_cleanly(signals):
             code = app(args=args, prog_name="restore", standalone_mode=False)
-        if code == EXIT_INTERRUPTED:  # typer >= 0.16 turns KeyboardInterrupt into Exit(130)
-            return _stopped(bool(signals))
-        if isinstance(code, int):  # an explicit typer.Exit(code)
-            return code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RestoreError as exc:
@@ -75,21 +83,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         Ui().error(exc)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
-        return _stopped(isinstance(exc, Terminated))
-    except typer.Abort as exc:  # older typer and click turn KeyboardInterrupt into Abort
-        return _stopped(isinstance(exc.__cause__, Terminated) or bool(signals))
-    except typer.Exit as exc:
-        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort) as exc:  # Abort: end of input at a prompt
+        return _stopped(isinstance(exc, Terminated) or bool(signals))
+    except typer.TyperException as exc:  # usage errors (exit 2)
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors (exit 2)
-            exc.show()
-            return exc.exit_code
         if verbose:
             raise
         Ui().error(f"unexpected {type(exc).__name__}: {exc} (run again with --verbose for details)")
         return EXIT_FAILED
-    return 0
+    if code == EXIT_INTERRUPTED:  # Ctrl-C (or SIGTERM, which raises a KeyboardInterrupt)
+        return _stopped(bool(signals))
+    return code if isinstance(code, int) else 0
 
 
 def _stopped(terminated: bool) -> int:
@@ -120,5 +126,17 @@ def _sigterm_stops_cleanly(seen: list[int]) -> Iterator[None]:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (and ``python -m restore_cli``)."""
+    try:
+        code = main()
+        # Done and reported: a Ctrl-C from here on ends the process at once (the shell sees 130),
+        # not with a KeyboardInterrupt traceback out of a library's exit handler (torch has some).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except KeyboardInterrupt as exc:  # one that came outside main's own handling
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        code = _stopped(isinstance(exc, Terminated))
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        from .._entry import stop_now
+
+        stop_now(code)
+    sys.exit(code)

@@ -9,17 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from ..errors import RestoreError
+
+
+def _stderr() -> Console:
+    """Messages on stderr; soft-wrapped (never broken into lines by rich), so a long URL or path
+    stays whole in a log file and a terminal wraps it itself."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a Python API setting: ``max_pixels`` -> ``--max-pixels``."""
+    return "--" + option.replace("_", "-")
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Ui:
     quiet: bool = False
     json: bool = False
     verbose: bool = False
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    err: Console = field(default_factory=_stderr)
 
     @property
     def bars(self) -> bool:
@@ -48,7 +50,10 @@ class Ui:
 
     def error(self, exc: RestoreError | str) -> None:
         if isinstance(exc, RestoreError):
-            text = f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else "")
+            hint = exc.hint or ""
+            if exc.option and flag(exc.option) not in hint:
+                hint = f"{hint} ({flag(exc.option)})" if hint else flag(exc.option)
+            text = f"error: {exc.message}" + (f" — {hint}" if hint else "")
         else:
             text = f"error: {exc}"
         self.err.print(text, markup=False, style="red", soft_wrap=True)
@@ -63,6 +68,15 @@ class Ui:
         if not self.bars:
             yield None
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -86,6 +100,14 @@ class Ui:
         if not self.bars:
             yield (lambda: None), None
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, TimeRemainingColumn(), console=self.err, transient=True) as bar:
             files = bar.add_task("images", total=total)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import platform
 
-import torch
 import typer
 
-from .. import __version__, download, selfcheck
-from ..device import resolve_device, resolve_dtype
+from .._version import __version__
 from . import options as o
 from .console import Ui
 
 
 def info(json_: o.JsonFacts = False) -> None:
-    """Show version, torch, devices, the device and dtype `auto` picks (with a self-check comparing
-    it with the CPU), cache folder, offline."""
+    """Versions, devices, what --device auto picks (self-checked), cache folder.
+
+    The device and dtype `auto` picks are compared with the CPU on small networks (the self-check);
+    the cache folder is where weights are downloaded to.
+    """
+    import torch
+
+    from .. import selfcheck, weights
+    from ..device import resolve_device, resolve_dtype
+
     device = resolve_device("auto")
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -37,8 +43,8 @@ def info(json_: o.JsonFacts = False) -> None:
         "auto_device": str(device),
         "auto_dtype": str(dtype).replace("torch.", ""),
         "self_check": check,
-        "cache": str(download.cache_root()),
-        "offline": download.is_offline(),
+        "cache": str(weights.cache_root()),
+        "offline": weights.is_offline(),
     }
     if json_:
         Ui().emit(facts)

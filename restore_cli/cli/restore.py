@@ -1,230 +1,385 @@
-"""``restore sr | inpaint | face``: the restoring commands, sharing one batch driver."""
+"""``restore sr | inpaint | face``: the restoring commands, sharing one batch driver.
+
+Each command declares only its own options; :func:`options.restoring` adds the shared ones and
+hands them over as one :class:`~.options.RunOptions`. :func:`run_batch` turns those into a
+:class:`~restore_cli.request.Request`, plans the files and drives :func:`restore_cli.batch.run`.
+The engine (torch, the networks) is imported only once there is work to do.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import batch, colorfix, download, files, imageio
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
-from ..loader import default_registry, load
-from ..pipeline import Restorer
+from ..request import Request
 from . import options as o
 from .console import Ui
 
-DEFAULT_MODEL = {"sr": "realsr-v3", "inpaint": "inpaint-imagenet", "face": "faceir"}
-DEFAULT_SUFFIX = {"inpaint": "_inpainted", "face": "_restored"}
+if TYPE_CHECKING:
+    from ..batch import FileOptions, Record
+    from ..pipeline import Restorer
+
+DEFAULT_MODEL = {
+    "sr": "realsr-v3",
+    "inpaint": "inpaint-imagenet",
+    "face": "faceir",
+    "lowlight": "lowlight-lolv1",
+    "derain": "derain-raindrop",
+    "underwater": "underwater-uieb",
+}
+FLUX_TASKS = ("lowlight", "derain", "underwater")  # FLUX-IR's models: --steps picks a checkpoint
+
+SR_EXAMPLE = "Example: restore sr photos/ -o photos_x4/ --json > log.jsonl"
+INPAINT_EXAMPLE = "Example: restore inpaint photo.jpg --mask photo_mask.png"
+FACE_EXAMPLE = "Example: restore face family.jpg --upscale 2 --save-crops faces/"
 
 
+@o.restoring
 def sr(
-    inputs: o.Inputs = None,
-    output: o.Output = None,
+    run: o.RunOptions,
     scale: Annotated[
         float | None,
-        typer.Option(help="Output scale vs the input (any S > 0); the model's x4 is resized."),
+        typer.Option(help="Output scale vs the input.", show_default="the model's, 4",
+                     rich_help_panel=o.OUTPUT),
     ] = None,
-    model: o.Model = None,
-    checkpoint: o.Checkpoint = None,
-    autoencoder: o.Autoencoder = None,
-    seed: o.Seed = 12345,
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    tile: o.Tile = None,
-    tile_overlap: o.TileOverlap = None,
-    color_fix: o.ColorFix = "none",
-    fmt: o.Format = "png",
-    quality: o.Quality = None,
-    suffix: o.Suffix = None,
-    overwrite: o.Overwrite = False,
-    json_: o.Json = False,
-    quiet: o.Quiet = False,
-    verbose: o.Verbose = False,
-    offline: o.Offline = False,
-    fail_fast: o.FailFast = False,
-    shard: o.Shard = None,
-    max_pixels: o.MaxPixels = imageio.DEFAULT_MAX_PIXELS,
-    files_from: o.FilesFrom = None,
-    registry: o.Registry = None,
-) -> None:
-    """x4 super-resolution (default model realsr-v3). Example: restore sr photo.jpg"""
-    if scale is not None and scale <= 0:
-        raise UsageError(f"--scale must be > 0, not {scale:g}", "e.g. --scale 2")
-    _run("sr", **locals())
+    faces: Annotated[
+        bool, typer.Option("--faces", help="Also restore every face (faceir), pasted at x4.",
+                           rich_help_panel=o.FACES),
+    ] = False,
+    detector: o.FaceDetector = o.Detector.resnet50,
+    face_threshold: o.FaceThreshold = 0.97,
+    only_center_face: o.OnlyCenterFace = False,
+    max_faces: o.MaxFaces = None,
+    save_crops: o.SaveCrops = None,
+    face_model: o.FaceModel = "faceir",
+) -> None:  # fmt: skip
+    """x4 super-resolution (default model realsr-v3)."""
+    face_run = None
+    if faces:
+        face_run = o.FaceRun(detector, face_threshold, only_center_face, max_faces, save_crops,
+                             face_model=face_model)  # fmt: skip
+    run_batch("sr", run, run.request(scale=scale), faces=face_run)
 
 
+@o.restoring
 def inpaint(
-    inputs: o.Inputs = None,
+    run: o.RunOptions,
     mask: Annotated[
         Path | None,
-        typer.Option(
-            help="Mask file, or folder of masks matched by relative path then stem. White = fill."
-        ),
+        typer.Option(help="Mask file, or folder of masks (by relative path, then stem). "
+                     "White = fill."),
     ] = None,
-    output: o.Output = None,
-    model: o.Model = None,
-    checkpoint: o.Checkpoint = None,
-    autoencoder: o.Autoencoder = None,
-    seed: o.Seed = 12345,
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    tile: o.Tile = None,
-    tile_overlap: o.TileOverlap = None,
-    color_fix: o.ColorFix = "none",
-    fmt: o.Format = "png",
-    quality: o.Quality = None,
-    suffix: o.Suffix = None,
-    overwrite: o.Overwrite = False,
-    json_: o.Json = False,
-    quiet: o.Quiet = False,
-    verbose: o.Verbose = False,
-    offline: o.Offline = False,
-    fail_fast: o.FailFast = False,
-    shard: o.Shard = None,
-    max_pixels: o.MaxPixels = imageio.DEFAULT_MAX_PIXELS,
-    files_from: o.FilesFrom = None,
-    registry: o.Registry = None,
-) -> None:
+) -> None:  # fmt: skip
     """Fill the white parts of a mask (default model inpaint-imagenet)."""
-    if mask is None:
+    if mask is None and run.files_from is None:
         raise UsageError("inpainting needs --mask FILE|DIR", "white pixels of the mask are filled")
-    if not mask.exists():
+    if mask is not None and not mask.exists():
         raise UsageError(f"{mask}: mask not found", "check the path")
-    _run("inpaint", **locals())
+    run_batch("inpaint", run, run.request(), mask=mask)
 
 
+@o.restoring
 def face(
-    inputs: o.Inputs = None,
+    run: o.RunOptions,
     aligned: Annotated[
-        bool, typer.Option(help="Inputs are aligned face crops (FFHQ-style, ideally 512x512).")
+        bool,
+        typer.Option("--aligned", help="Inputs are aligned 512x512 face crops (no detection).",
+                     rich_help_panel=o.FACES),
     ] = False,
-    output: o.Output = None,
-    model: o.Model = None,
-    checkpoint: o.Checkpoint = None,
-    autoencoder: o.Autoencoder = None,
-    seed: o.Seed = 12345,
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    tile: o.Tile = None,
-    tile_overlap: o.TileOverlap = None,
-    color_fix: o.ColorFix = "none",
-    fmt: o.Format = "png",
-    quality: o.Quality = None,
-    suffix: o.Suffix = None,
-    overwrite: o.Overwrite = False,
-    json_: o.Json = False,
-    quiet: o.Quiet = False,
-    verbose: o.Verbose = False,
-    offline: o.Offline = False,
-    fail_fast: o.FailFast = False,
-    shard: o.Shard = None,
-    max_pixels: o.MaxPixels = imageio.DEFAULT_MAX_PIXELS,
-    files_from: o.FilesFrom = None,
-    registry: o.Registry = None,
-) -> None:
-    """Blind face restoration of aligned face crops (default model faceir)."""
+    upscale: Annotated[
+        int, typer.Option(help="1, 2 or 4: the photo super-resolved by realsr-v3 behind the faces.",
+                          rich_help_panel=o.FACES),
+    ] = 1,
+    detector: o.FaceDetector = o.Detector.resnet50,
+    face_threshold: o.FaceThreshold = 0.97,
+    only_center_face: o.OnlyCenterFace = False,
+    max_faces: o.MaxFaces = None,
+    save_crops: o.SaveCrops = None,
+    background_model: Annotated[
+        str, typer.Option(help="Registry sr model for the background with --upscale 2|4.",
+                          rich_help_panel=o.FACES),
+    ] = "realsr-v3",
+) -> None:  # fmt: skip
+    """Restore every face of a photo (detect, align, faceir, paste back), or aligned crops."""
+    if upscale not in (1, 2, 4):
+        raise UsageError(f"--upscale {upscale}: use 1, 2 or 4", "e.g. --upscale 2")
+    face_run = None
     if not aligned:
-        raise UsageError(
-            "whole-photo face restoration (detection and alignment) is not available yet",
-            "pass --aligned with aligned face crops",
-        )
-    _run("face", **locals())
+        face_run = o.FaceRun(
+            detector, face_threshold, only_center_face, max_faces, save_crops, upscale,
+            background=background_model if upscale > 1 else None,
+        )  # fmt: skip
+    elif upscale != 1 or save_crops is not None:
+        raise UsageError("--upscale and --save-crops are for whole photos", "drop --aligned")
+    run_batch("face", run, run.request(), faces=face_run)
 
 
-def _run(task: str, **a) -> None:
-    ui = Ui(quiet=a["quiet"], json=a["json_"], verbose=a["verbose"])
-    if a["color_fix"] not in colorfix.COLOR_FIXES:
-        raise UsageError(f"unknown --color-fix {a['color_fix']!r}", "use none, wavelet or adain")
-    if a["tile"] and a["tile_overlap"] is not None and a["tile_overlap"] >= a["tile"]:
-        raise UsageError(
-            "--tile-overlap must be smaller than --tile", "e.g. --tile 256 --tile-overlap 32"
-        )
-    reg = default_registry(a["registry"])
-    spec = reg.get(a["model"] or DEFAULT_MODEL[task])
+@o.restoring
+def lowlight(run: o.RunOptions) -> None:
+    """Brighten low-light photos (FLUX-IR, trained on LOLv1 indoor scenes); --steps 1|2|10."""
+    run_batch("lowlight", run, run.request())
+
+
+@o.restoring
+def derain(run: o.RunOptions) -> None:
+    """Remove raindrops on glass (FLUX-IR, RainDrop data; not rain streaks); --steps 1|2|10."""
+    run_batch("derain", run, run.request())
+
+
+@o.restoring
+def underwater(run: o.RunOptions) -> None:
+    """Correct underwater colour and haze (FLUX-IR, trained on UIEB); --steps 1|2|10."""
+    run_batch("underwater", run, run.request())
+
+
+def run_batch(
+    task: str,
+    run: o.RunOptions,
+    request: Request,
+    mask: Path | None = None,
+    faces: o.FaceRun | None = None,
+) -> None:
+    """Plan the outputs of ``run.inputs`` and restore them with ``request``; exits 0 or 1."""
+    from .. import batch, weights
+    from ..registry import default_registry
+
+    ui = Ui(quiet=run.quiet, json=run.json, verbose=run.verbose)
+    reg = default_registry(run.registry)
+    if notice := reg.replaced_notice():
+        ui.warning(notice)
+    name = run.model or DEFAULT_MODEL[task]
+    if task in FLUX_TASKS or name in reg.fluxir:
+        spec = reg.fluxir.get(name)
+        if spec is None or task not in FLUX_TASKS:
+            raise UsageError(
+                f"model '{name}' is not for `restore {task}`", "see `restore models list`"
+            )
+        if run.steps is not None and run.steps not in (1, 2, 10):
+            raise UsageError(
+                f"--steps {run.steps}: FLUX-IR models have 1, 2 or 10", "e.g. --steps 2"
+            )
+        if run.timesteps is not None or run.eta != 1.0 or run.early_exit is not None:
+            raise UsageError(
+                "--timesteps, --eta and --early-exit are for the ResShift models", "use --steps"
+            )
+        request = dataclasses.replace(request, steps=None)
+    else:
+        spec = reg.get(name)
+        spec.trajectory(steps=request.steps, timesteps=request.timesteps)  # usage errors now
     if spec.task != task:
         raise UsageError(
             f"model '{spec.name}' is for `restore {spec.task}`, not `restore {task}`",
             f"pick a {task} model from `restore models list`",
         )
-    if not a["inputs"] and a["files_from"] is None:
-        raise UsageError("no input given", f"e.g. restore {task} photo.jpg (see --help)")
-    items, ignored = files.find_inputs(
-        a["inputs"] or [], files_from=a["files_from"], skip=a["output"]
-    )
-    for path in ignored:
-        ui.detail(f"ignored (not an image): {path}")
-    if not items:
-        raise UsageError(
-            "no images found in the inputs", "supported: png, jpg, webp, tif, bmp, gif, ppm"
-        )
-    several = len(items) > 1 or any(p.is_dir() for p in a["inputs"] or [])
-    scale = a.get("scale")
-    default_suffix = (
-        batch.suffix_for_scale(scale or spec.scale) if task == "sr" else DEFAULT_SUFFIX[task]
-    )
-    jobs = files.plan_outputs(
-        items,
-        output=a["output"],
-        default_suffix=default_suffix,
-        fmt=a["fmt"],
-        suffix=a["suffix"],
-        several=several,
+    jobs, ignored = batch.plan(
+        task,
+        run.inputs or [],
+        scale=request.scale or spec.scale,
+        output=run.output,
+        files_from=run.files_from,
+        fmt=run.fmt.value,
+        suffix=run.suffix,
+        shard=run.shard,
     )  # planned for all inputs, so clashes across shards are refused too
-    if a["shard"]:
-        mine = set(files.shard(items, a["shard"]))
-        jobs = [job for job in jobs if job.input in mine]
-    settings = batch.Settings(
-        model=spec.name,
-        seed=a["seed"],
-        mask=a.get("mask"),
-        scale=scale,
-        tile=a["tile"],
-        tile_overlap=a["tile_overlap"],
-        color_fix=a["color_fix"],
-        quality=a["quality"],
-        overwrite=a["overwrite"],
-        fail_fast=a["fail_fast"],
-        max_pixels=a["max_pixels"] or None,
+    for path in ignored:
+        ui.detail(f"ignored ({path.reason}): {path}")
+    options = batch.FileOptions(
+        mask=mask,
+        quality=run.quality,
+        overwrite=run.overwrite,
+        fail_fast=run.fail_fast,
+        max_pixels=run.max_pixels or None,
+        save_crops=None if faces is None else faces.save_crops,
     )
+    ui.detail(f"cache: {weights.cache_root()}")
+    records = None
+    if run.engine is o.Engine.ray and faces is not None:
+        raise UsageError("whole-photo faces do not run on Ray yet", "use --engine local")
+    if run.engine is o.Engine.ray:
+        records = _ray_records(ui, task, spec, run, jobs, request, options)
+    with _manifest(run) as manifest:
+        _drive(ui, jobs, request, options, _lazy_restorer(ui, spec, run, reg, faces), spec.name,
+               records=records, manifest=manifest)  # fmt: skip
+
+
+def _ray_records(
+    ui: Ui, task: str, spec, run: o.RunOptions, jobs, request: Request, options: FileOptions
+) -> Iterator[Record]:
+    """The records of ``jobs`` restored on a Ray cluster (:mod:`restore_cli.distributed`)."""
+    import dataclasses
+
+    from .. import batch, distributed
+
+    rows = distributed.rows_from_jobs(jobs, mask=options.mask)
+    worker = distributed.RestoreWorker(
+        task,
+        spec,
+        checkpoint=run.checkpoint,
+        autoencoder=run.autoencoder,
+        device=run.device,
+        dtype=run.dtype.value,
+        quality=options.quality,
+        overwrite=options.overwrite,
+        max_pixels=options.max_pixels,
+        offline=run.offline,
+        **dataclasses.asdict(request),
+    )
+    with distributed.connect(run.ray_address, quiet=not run.verbose), _ray_logs(run.verbose):
+        ui.detail(f"ray: {distributed.describe_cluster()}")
+        for row in distributed.iter_restore_rows(
+            rows,
+            actors=run.actors,
+            batch_size=max(distributed.ROWS_PER_CALL, request.batch_size),  # room for a batch
+            show_progress=False,
+            **worker.kwargs,
+        ):
+            yield batch.Record(**row)
+
+
+@contextmanager
+def _ray_logs(verbose: bool) -> Iterator[None]:
+    """Ray Data's own log lines (plans, an actor's traceback) only with --verbose: errors reach
+    the console as this command's one-line messages."""
+    import logging
+
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _manifest(run: o.RunOptions) -> Iterator[IO[str] | None]:
+    """``--manifest`` opened for appending, ``{shard}`` expanded (K-of-N; 1-of-1 unsharded)."""
+    if run.manifest is None:
+        yield None
+        return
+    k, n = (run.shard or "1/1").split("/")
+    path = Path(str(run.manifest).replace("{shard}", f"{k.strip()}-of-{n.strip()}"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(
+            f"--manifest {path}: cannot open it for appending ({e.strerror or e})",
+            "give a writable local file",
+        ) from e
+    with handle:
+        yield handle
+
+
+def _lazy_restorer(ui: Ui, spec, run: o.RunOptions, reg=None, faces: o.FaceRun | None = None):
+    """A callable that loads the model(s) on first use (a batch of skipped files never loads
+    them): ``spec``'s, and for whole-photo faces the face model, a detector and the background."""
     loaded: list[Restorer] = []
+
+    def load_one(model_spec, checkpoint=None, autoencoder=None) -> Restorer:
+        from ..loader import load
+
+        with ui.download_bar() as bar:
+            r = load(
+                model_spec.name if model_spec.name in (reg.fluxir if reg else {}) else model_spec,
+                checkpoint=checkpoint,
+                registry=reg,
+                steps=(run.steps or 2) if reg and model_spec.name in reg.fluxir else None,
+                autoencoder=autoencoder,
+                device=run.device,
+                dtype=run.dtype.value,
+                offline=run.offline,
+                progress=bar,
+                on_first_download=lambda url: ui.info(
+                    f"downloading {url}\n  licence: {model_spec.licence}"
+                ),
+                on_warning=ui.warning,
+            )
+        ui.detail(f"model {model_spec.name} on {r.device} ({str(r.dtype).replace('torch.', '')})")
+        return r
 
     def restorer() -> Restorer:
         if not loaded:
-            with ui.download_bar() as bar:
-                loaded.append(
-                    load(
-                        spec,
-                        checkpoint=a["checkpoint"],
-                        autoencoder=a["autoencoder"],
-                        device=a["device"],
-                        dtype=a["dtype"],
-                        offline=a["offline"],
-                        progress=bar,
-                        on_first_download=lambda url: ui.info(
-                            f"downloading {url}\n  licence: {spec.licence}"
-                        ),
-                        on_warning=ui.warning,
-                    )
-                )
-            r = loaded[0]
-            ui.detail(f"model {spec.name} on {r.device} ({str(r.dtype).replace('torch.', '')})")
+            main = load_one(spec, run.checkpoint, run.autoencoder)
+            loaded.append(main if faces is None else _face_photo(main, faces))
         return loaded[0]
 
-    ui.detail(f"cache: {download.cache_root()}")
+    def _face_photo(main: Restorer, faces: o.FaceRun):
+        from .. import faces as facelib
+        from ..facephoto import DETECTORS, FaceOptions, FacePhotoRestorer
+
+        options = FaceOptions(
+            threshold=faces.threshold,
+            only_center_face=faces.only_center_face,
+            max_faces=faces.max_faces,
+        )
+        with ui.download_bar() as bar:
+            detector = facelib.load_detector(
+                DETECTORS[faces.detector.value],
+                device=main.device,
+                registry=reg,
+                offline=run.offline,
+                progress=bar,
+                on_first_download=lambda url: ui.info(f"downloading {url}"),
+            )
+        if main.spec.task == "face":  # restore face: the background model, if any, is extra
+            bg = None if faces.background is None else load_one(reg.get(faces.background))
+            return FacePhotoRestorer(main, detector, background=bg, upscale=faces.upscale,
+                                     options=options)  # fmt: skip
+        face_model = load_one(reg.get(faces.face_model))  # sr --faces: sr is the background
+        return FacePhotoRestorer(face_model, detector, background=main, upscale=main.spec.scale,
+                                 options=options, primary="background")  # fmt: skip
+
+    return restorer
+
+
+def _drive(
+    ui: Ui,
+    jobs,
+    request: Request,
+    options: FileOptions,
+    restorer,
+    model: str,
+    *,
+    records: Iterator | None = None,
+    manifest: IO[str] | None = None,
+) -> None:
+    """Report ``records`` (default: ``jobs`` run here) as they come; each also appended to
+    ``manifest`` in one write, flushed, so an interrupted run leaves whole lines."""
+    from .. import batch
+    from ..intake import printable
+
     counts = {"ok": 0, "skipped": 0, "error": 0}
     with ui.work_bar(len(jobs)) as (advance, stage):
-        for record in batch.run(jobs, settings, restorer, stage):
+        if records is None:
+            records = batch.run(
+                jobs, request, restorer, model=model, options=options, progress=stage
+            )
+        for record in records:
             counts[record.status] += 1
             advance()
+            if manifest is not None:
+                manifest.write(json.dumps(record.as_dict()) + "\n")
+                manifest.flush()
             if ui.json:
                 ui.emit(record.as_dict())
             if record.status == "error":
                 ui.error(record.error or "failed")
             elif record.status == "skipped":
-                ui.detail(f"skipped (exists, pass --overwrite): {record.output}")
+                ui.detail(f"skipped (exists, pass --overwrite): {printable(record.output)}")
             else:
-                ui.detail(f"{record.input} -> {record.output} ({record.seconds:.1f} s)")
+                ui.detail(
+                    f"{printable(record.input)} -> {printable(record.output)} "
+                    f"({record.seconds:.1f} s)"
+                )
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     ui.info(f"{summary or 'nothing to do'}")
     raise SystemExit(EXIT_FAILED if counts["error"] else EXIT_OK)

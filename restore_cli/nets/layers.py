@@ -81,7 +81,8 @@ class GroupNorm32(GroupNorm):
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer steps ``t`` (B,) -> (B, dim), cosines first (spec §2.1)."""
+    """Sinusoidal embedding of integer steps ``t`` (B,) -> (B, dim), cosines first
+    (reference ``models/unet.py: timestep_embedding``)."""
     half = dim // 2
     freqs = torch.exp(
         -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
@@ -127,7 +128,7 @@ class ResBlock(nn.Module):
         self.out_layers = nn.Sequential(
             GroupNorm32(out_channels),
             nn.SiLU(),
-            nn.Dropout(0.0),
+            nn.Identity(),  # the reference's Dropout (rate 0 at inference): the conv stays key 3
             Conv3x3(out_channels, out_channels),
         )
         self.skip_connection: nn.Module = (

@@ -1,9 +1,10 @@
 """Swin transformer layers of the ResShift UNet, on (B, C, H, W) tensors.
 
 Two behaviours of the reference code are reproduced because the trained weights depend on them
-(spec §2.1, quirks 1 and 2): the shifted-window mask is recomputed for the runtime size on every
-call (the stored ``attn_mask`` buffer is never used), and it is the reference's *buggy* mask: only
-the bottom row of windows is masked, and there tokens are split by their column inside the window.
+(reference ``models/swin_transformer.py: SwinTransformerBlock.calculate_mask``): the shifted-window
+mask is recomputed for the runtime size on every call (the stored ``attn_mask`` buffer is never
+used), and it is the reference's *buggy* mask: only the bottom row of windows is masked, and there
+tokens are split by their column inside the window.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class SwinTransformerBlock(nn.Module):
         mlp_ratio: int,
     ) -> None:
         super().__init__()
-        if resolution <= window_size:  # decided at construction resolution (spec §2.1)
+        if (
+            resolution <= window_size
+        ):  # decided at construction resolution (``SwinTransformerBlock.__init__``)
             shift, window_size = 0, resolution
         self.window_size, self.shift = window_size, shift
         self.norm1 = GroupNorm32(dim)

@@ -1,4 +1,5 @@
-"""``UNetModelSwin``: the ResShift denoiser, with its three ways of taking the LQ image (spec §2.1).
+"""``UNetModelSwin``: the ResShift denoiser, with its three ways of taking the LQ image
+(reference ``models/unet.py: UNetModelSwin``).
 
 * SR: the LQ (same size as the latent) is concatenated to x_t directly;
 * inpainting: LQ + mask (4 channels) go through a strided feature extractor down to latent size;
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import UNetConfig
+from .config import UNetConfig
 from .layers import (
     Downsample,
     GroupNorm32,

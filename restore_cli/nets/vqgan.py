@@ -1,4 +1,5 @@
-"""``VQModelTorch``: the VQ-GAN autoencoder of ResShift (spec §2.2).
+"""``VQModelTorch``: the VQ-GAN autoencoder of ResShift (reference
+``ldm/models/autoencoder.py: VQModelTorch``, ``ldm/modules/diffusionmodules/model.py``).
 
 ``encode`` returns the continuous latent (no quantisation); ``decode`` quantises to the nearest
 codebook entry first, as the reference does.
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import VQConfig
-from .layers import GroupNorm
+from .config import VQConfig
+from .layers import GroupNorm, Upsample
 from .winograd import Conv3x3
 
 # Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
@@ -76,15 +77,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = Conv3x3(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Level(nn.Module):

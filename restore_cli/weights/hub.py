@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-from .errors import WeightsError
+from ..errors import WeightsError
 from .transfer import ProgressFn
 
 _URI = re.compile(
