@@ -7,7 +7,8 @@ rec = restore_cli.restore_file(r, "in.jpg", "out.png")  # files, as the CLI: a -
 f = restore_cli.load("lowlight-lolv1", steps=2)   # FLUX-IR (after `restore models add`): FluxRestorer
 
 The names below are imported on first use, so ``import restore_cli`` (and the command line's
-``--help``) does not pay for torch.
+``--help``) does not pay for torch, and the console script's start-up guard (``_entry``) is in
+place within a few milliseconds of Python's own start.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import RestoreError
-from .request import DEFAULT_SEED, ColorFix, Request
 
 if TYPE_CHECKING:
     from .batch import restore_file
@@ -25,8 +25,12 @@ if TYPE_CHECKING:
     from .fluxir_pipeline import FluxRestorer
     from .loader import load
     from .pipeline import Restorer
+    from .request import DEFAULT_SEED, ColorFix, Request
 
 _LAZY = {
+    "DEFAULT_SEED": "request",
+    "ColorFix": "request",
+    "Request": "request",
     "Restorer": "pipeline",
     "FluxRestorer": "fluxir_pipeline",
     "FacePhotoRestorer": "facephoto",

@@ -16,7 +16,9 @@ def _terminated(_signum: int, _frame: object) -> None:
 
 
 def main() -> None:
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # Kept through run(): its own handler takes over inside and hands back to this one, so there
+    # is no moment at which a SIGTERM would kill the process without the one line.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         from .cli import run
     except KeyboardInterrupt as exc:
@@ -24,7 +26,6 @@ def main() -> None:
         term = isinstance(exc, Terminated)
         sys.stderr.write("error: terminated (SIGTERM)\n" if term else "error: interrupted\n")
         stop_now(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
-    signal.signal(signal.SIGTERM, previous)
     run()
 
 

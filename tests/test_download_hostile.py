@@ -256,7 +256,9 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(
     began = time.monotonic()
     with pytest.raises(WeightsError, match="longer than 2 s") as info:
         download.resolve(url)
-    assert time.monotonic() - began < 6
+    assert (
+        time.monotonic() - began < 30
+    )  # the whole file would drip for minutes; slack for a loaded CI
     assert transfer.DEADLINE_ENV in info.value.hint
     state = download.status(url)
     assert state.partial is not None and not state.cached  # kept, to resume

@@ -125,15 +125,20 @@ def _sigterm_stops_cleanly(seen: list[int]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _signals_end_at_once() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def run() -> None:
     """Console-script entry point (and ``python -m restore_cli``)."""
     try:
         code = main()
-        # Done and reported: a Ctrl-C from here on ends the process at once (the shell sees 130),
-        # not with a KeyboardInterrupt traceback out of a library's exit handler (torch has some).
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # Done and reported: a Ctrl-C or SIGTERM from here on ends the process at once (the shell
+        # sees 130 / 143), not with a traceback out of a library's exit handler (torch has some).
+        _signals_end_at_once()
     except KeyboardInterrupt as exc:  # one that came outside main's own handling
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _signals_end_at_once()
         code = _stopped(isinstance(exc, Terminated))
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         from .._entry import stop_now
