@@ -86,3 +86,96 @@ def test_registry_numel_matches_the_networks() -> None:
     for spec in default_registry().models.values():
         built = (nets.build(spec.unet), nets.build(spec.autoencoder.config))
         assert spec.numel == sum(t.numel() for m in built for t in m.state_dict().values())
+
+
+@pytest.mark.parametrize("shift", [0, 4])
+def test_swin_blocks_on_large_maps_work_in_bands_with_the_whole_maps_result(
+    monkeypatch: pytest.MonkeyPatch, shift: int
+) -> None:
+    """Window attention and the MLP run in bands of rows once a map has more than
+    ``CHUNK_TOKENS`` tokens (memory); every band must give what the whole map gives, the shifted
+    windows' mask included (non-square map, batch of two)."""
+    from restore_cli.nets import swin
+
+    torch.manual_seed(0)
+    block = swin.SwinTransformerBlock(32, 64, 2, 8, shift, 2).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.2)
+    x = torch.randn(2, 32, 48, 40)
+    with torch.inference_mode():
+        whole = block(x)
+        monkeypatch.setattr(swin, "CHUNK_TOKENS", 2 * 8 * 40)  # one window row per band
+        banded = block(x)
+        monkeypatch.setattr(swin, "CHUNK_TOKENS", 1)  # and single rows in the MLP
+        single = block(x)
+    assert not torch.equal(whole, x)
+    torch.testing.assert_close(banded, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(single, whole, rtol=0, atol=1e-5)
+
+
+def _filled(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.ndim == 1 else 0.0))
+    return module.eval()
+
+
+def test_large_maps_go_through_norm_silu_conv_in_bands_with_the_whole_maps_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above ``LARGE_MAP_BYTES`` the residual blocks, the upsampling and the autoencoder's output
+    layer run in bands of rows (memory); lowered here so small maps take that path, every band
+    must give what the whole map gives: halo rows, whole-map statistics, the timestep scale-shift,
+    both shortcuts, the output written over its own input."""
+    from restore_cli.nets import layers, vqgan
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 64, 22, 36, generator=g).to(memory_format=torch.channels_last) * 3 + 1
+    emb = torch.randn(2, 48, generator=g)
+    cases = {
+        "vq resnet 64->32": (_filled(vqgan.ResnetBlock(64, 32), 1), (x,)),
+        "vq resnet 64->64": (_filled(vqgan.ResnetBlock(64, 64), 2), (x,)),
+        "unet resblock 64->32": (_filled(layers.ResBlock(64, 48, 32), 3), (x, emb)),
+        "unet resblock 64->64": (_filled(layers.ResBlock(64, 48, 64), 4), (x, emb)),
+        "upsample": (_filled(layers.Upsample(64), 5), (x,)),
+    }
+    with torch.inference_mode():
+        whole = {name: m(*args) for name, (m, args) in cases.items()}
+        monkeypatch.setattr(layers, "LARGE_MAP_BYTES", 0)
+        monkeypatch.setattr(layers, "BAND_BYTES", 2 * 64 * 36 * 4 * 3)  # three rows per band
+        assert layers.in_bands(x)
+        for name, (m, args) in cases.items():
+            banded = m(*args)
+            assert banded.shape == whole[name].shape, name
+            # float32 rounding only (a band's Winograd tiles start at the band), against the scale
+            err = (banded - whole[name]).abs().max() / whole[name].abs().max()
+            assert err < 1e-5, f"{name}: {err:.2e}"
+            assert banded.is_contiguous(memory_format=torch.channels_last), name
+        assert not torch.equal(x, torch.zeros_like(x))  # the inputs themselves are left alone
+
+
+def test_a_decoder_in_bands_decodes_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from restore_cli.nets import layers
+    from restore_cli.nets.config import VQConfig
+
+    cfg = VQConfig(
+        embed_dim=3, n_embed=16, z_channels=3, ch=32, ch_mult=(1, 2), num_res_blocks=(1, 1)
+    )
+    vq = _filled(nets.vqgan.VQModel(cfg), 7).to(memory_format=torch.channels_last)
+    z = torch.randn(1, 3, 12, 20, generator=torch.Generator().manual_seed(2))
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return layers.norm_silu_conv(*args, **kwargs)
+
+    with torch.inference_mode():
+        whole = vq.decode(z)
+        monkeypatch.setattr(layers, "LARGE_MAP_BYTES", 0)
+        monkeypatch.setattr(layers, "BAND_BYTES", 32 * 40 * 4 * 2)
+        monkeypatch.setattr(nets.vqgan, "norm_silu_conv", counted)
+        banded = vq.decode(z)
+    assert len(calls) >= 9  # every residual block (two each) and the output layer
+    assert (banded - whole).abs().max() / whole.abs().max() < 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,27 +14,23 @@ from .winograd import Conv3x3
 STATS_ROWS = 4096  # pixels per slice when summing channel statistics: a slice stays in cache
 
 
-def group_norm(
-    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
-) -> torch.Tensor:
-    """``F.group_norm`` with accurate statistics for channels-last float32 tensors on the CPU too.
+def _accurate(x: torch.Tensor) -> bool:
+    """Whether ``x`` takes the accurate channels-last path of :func:`group_norm`."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
 
-    The CPU kernel for channels-last input sums each group naively in float32; over a 256x256 map that
-    loses about four digits of the variance (max error ~1e-4 against ~1e-6 for contiguous input), more
-    than the reference's tolerances allow after a few dozen layers. Here per-channel sums of the input,
-    shifted by a first estimate of its mean, are taken slice by slice (each sum pairwise, the running
-    total in float64) and merged into group statistics exactly; the output keeps the channels-last layout.
-    """
+
+def group_affine(
+    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) float32 ``scale`` and ``offset`` with ``group_norm(x) == x * scale + offset``, from
+    accurate statistics of a channels-last float32 CPU tensor (see :func:`group_norm`)."""
     n, c, h, w = x.shape
-    if (
-        x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or x.is_contiguous()
-        or not x.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return F.group_norm(x, groups, weight, bias, eps)
-    nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C)
-    flat = nhwc.reshape(n, h * w, c)
+    flat = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
     shift = flat[:, :STATS_ROWS].mean(1, keepdim=True)  # (N, 1, C)
     total = torch.zeros(n, c, dtype=torch.float64)
     squares = torch.zeros(n, c, dtype=torch.float64)
@@ -50,9 +47,96 @@ def group_norm(
     )
     scale = (var + eps).rsqrt() * weight.view(groups, -1)  # (N, G, C/G)
     offset = bias.view(groups, -1) - mean * scale
-    return torch.addcmul(
-        offset.reshape(n, 1, 1, c).to(x.dtype), nhwc, scale.reshape(n, 1, 1, c).to(x.dtype)
-    ).permute(0, 3, 1, 2)
+    return scale.reshape(n, c).to(x.dtype), offset.reshape(n, c).to(x.dtype)
+
+
+def group_norm(
+    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``F.group_norm`` with accurate statistics for channels-last float32 tensors on the CPU too.
+
+    The CPU kernel for channels-last input sums each group naively in float32; over a 256x256 map that
+    loses about four digits of the variance (max error ~1e-4 against ~1e-6 for contiguous input), more
+    than the reference's tolerances allow after a few dozen layers. Here per-channel sums of the input,
+    shifted by a first estimate of its mean, are taken slice by slice (each sum pairwise, the running
+    total in float64) and merged into group statistics exactly; the output keeps the channels-last layout.
+    """
+    if not _accurate(x):
+        return F.group_norm(x, groups, weight, bias, eps)
+    n, c = x.shape[:2]
+    scale, offset = group_affine(x, groups, weight, bias, eps)
+    nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+    return torch.addcmul(offset.view(n, 1, 1, c), nhwc, scale.view(n, 1, 1, c)).permute(0, 3, 1, 2)
+
+
+# Maps of more bytes than this go through "normalise -> SiLU -> 3x3 convolution" (and the nearest
+# x2 upsampling before a convolution) in bands of rows of at most BAND_BYTES, so the normalised or
+# upsampled map never exists whole: at a 512x512 autoencoder tile (128 latent pixels) that is the
+# difference between about 0.8 and 0.4 GiB of working memory. Statistics come from the whole map
+# and every band carries a one-row halo, so the result is the whole map's up to float32 rounding
+# (the convolution's Winograd tiles start at each band). Smaller maps, those of a 64x64 input of x4
+# SR (at most 67 MB) and the golden cases among them, are processed whole as before. CPU float32.
+LARGE_MAP_BYTES = 96 * 2**20
+BAND_BYTES = 16 * 2**20
+
+
+def in_bands(x: torch.Tensor, scale: int = 1) -> bool:
+    """Whether ``x`` (or the map ``scale`` times its size made from it) is large enough for the
+    banded paths, and of a kind they take (channels-last CPU float32, no autograd)."""
+    return (
+        _accurate(x)
+        and not torch.is_grad_enabled()
+        and scale * x.numel() * x.element_size() > LARGE_MAP_BYTES
+    )
+
+
+def _rows_per_band(x: torch.Tensor) -> int:
+    n, c, _, w = x.shape
+    return max(1, BAND_BYTES // (n * c * w * x.element_size()))
+
+
+def norm_silu_conv(
+    x: torch.Tensor,
+    norm: nn.GroupNorm,
+    conv: nn.Conv2d,
+    *,
+    affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    residual: Callable[[int, int], torch.Tensor] | None = None,
+    overwrite: bool = False,
+) -> torch.Tensor:
+    """``conv(silu(norm(x) * mul + add)) + residual`` in bands of rows (see :data:`LARGE_MAP_BYTES`).
+
+    ``conv``: 3x3, stride 1, padding 1. ``affine``: (mul, add), each (N, C, 1, 1), the UNet's
+    timestep scale-shift. ``residual(r0, r1)``: what to add to output rows r0:r1. ``overwrite``:
+    write the output into ``x`` (a map the caller owns, with as many channels as the output): each
+    band is stored only after the next one has read its halo row, so ``x`` is read intact.
+    """
+    n, c, h, w = x.shape
+    scale, offset = group_affine(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    if affine is not None:
+        mul, add = (t.reshape(n, c).to(scale) for t in affine)
+        scale, offset = scale * mul, offset * mul + add
+    scale, offset = scale.view(n, c, 1, 1), offset.view(n, c, 1, 1)
+    out = x if overwrite else None
+    rows = _rows_per_band(x)
+    pending: tuple[int, int, torch.Tensor] | None = None
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - 1), min(h, r1 + 1)  # the band with its halo rows
+        y = F.silu(torch.addcmul(offset, x[:, :, a:b], scale), inplace=True)
+        z = conv(y)[:, :, r0 - a : r1 - a]
+        if residual is not None:
+            z = z + residual(r0, r1)
+        if out is None:
+            out = torch.empty(
+                (n, z.shape[1], h, w), dtype=z.dtype, memory_format=torch.channels_last
+            )
+        if pending is not None:
+            out[:, :, pending[0] : pending[1]] = pending[2]
+        pending = (r0, r1, z)
+    assert out is not None and pending is not None
+    out[:, :, pending[0] : pending[1]] = pending[2]
+    return out
 
 
 class GroupNorm(nn.GroupNorm):
@@ -113,7 +197,23 @@ class Upsample(nn.Module):
         self.conv = Conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        n, c, h, w = x.shape
+        if not in_bands(x, scale=4):
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        # the upsampled map is 4x the input: made and convolved a band of rows at a time
+        rows = max(1, _rows_per_band(x) // 4)  # input rows per band
+        out = None
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, b = max(0, r0 - 1), min(h, r1 + 1)  # a one-row halo (two upsampled rows)
+            z = self.conv(F.interpolate(x[:, :, a:b], scale_factor=2, mode="nearest"))
+            z = z[:, :, 2 * (r0 - a) : 2 * (r1 - a)]
+            if out is None:
+                out = torch.empty(
+                    (n, z.shape[1], 2 * h, 2 * w), dtype=z.dtype, memory_format=torch.channels_last
+                )
+            out[:, :, 2 * r0 : 2 * r1] = z
+        return out
 
 
 class ResBlock(nn.Module):
@@ -136,11 +236,22 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if in_bands(x):  # a large map: in bands of rows, the same result in less memory
+            return self._in_bands(x, emb)
         h = self.in_layers(x)
         scale, shift = self.emb_layers(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
         norm, rest = self.out_layers[0], self.out_layers[1:]
         h = rest(norm(h) * (1 + scale) + shift)
         return self.skip_connection(x) + h
+
+    def _in_bands(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = norm_silu_conv(x, self.in_layers[0], self.in_layers[2])
+        scale, shift = self.emb_layers(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
+        skip = self.skip_connection
+        return norm_silu_conv(
+            h, self.out_layers[0], self.out_layers[3], affine=(1 + scale, shift),
+            residual=lambda r0, r1: skip(x[:, :, r0:r1]), overwrite=True,
+        )  # fmt: skip
 
 
 class TimestepSequential(nn.Sequential):

@@ -16,6 +16,12 @@ from torch import nn
 from .layers import GroupNorm32
 
 MASK_VALUE = -100.0
+# Tokens per chunk of the window attention and of the MLP. Both work token by token (attention
+# inside its window), so bands of rows give the same result as the whole map while their
+# transients stay small: at a 256x256 latent the whole map's q/k/v, bias and MLP hidden tensors
+# (192 and 768 channels) took about 0.9 GiB at once. Maps up to 128x128 (a 512x512 output of x4
+# SR, and the golden cases) are processed in one piece as before.
+CHUNK_TOKENS = 16384
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
@@ -102,7 +108,15 @@ class Mlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        b, _, h, w = x.shape
+        rows = max(1, CHUNK_TOKENS // (b * w))
+        if rows >= h:
+            return self.fc2(self.act(self.fc1(x)))
+        out = x.new_empty((b, self.fc2.out_channels, h, w))
+        for r0 in range(0, h, rows):
+            band = x[:, :, r0 : r0 + rows]
+            out[:, :, r0 : r0 + rows] = self.fc2(self.act(self.fc1(band)))
+        return out
 
 
 class SwinTransformerBlock(nn.Module):
@@ -137,19 +151,36 @@ class SwinTransformerBlock(nn.Module):
             self._masks[key] = reference_shift_mask(h // ws, w // ws, ws, self.shift).to(device)
         return self._masks[key]
 
+    def _attend(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Window attention over ``y`` (B, C, H, W), in bands of window rows on large maps."""
+        b, _, h, w = y.shape
+        ws = self.window_size
+        n_wh, n_ww = h // ws, w // ws
+        rows = max(1, CHUNK_TOKENS // (b * ws * w))  # window rows per band
+        if rows >= n_wh:
+            return window_reverse(self.attn(window_partition(y, ws), mask), ws, b, h, w)
+        out = torch.empty_like(y)
+        for r0 in range(0, n_wh, rows):
+            r1 = min(n_wh, r0 + rows)
+            band = y[:, :, r0 * ws : r1 * ws]
+            m = None if mask is None else mask[r0 * n_ww : r1 * n_ww]  # windows row-major
+            attended = self.attn(window_partition(band, ws), m)
+            out[:, :, r0 * ws : r1 * ws] = window_reverse(attended, ws, b, (r1 - r0) * ws, w)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        ws, s = self.window_size, self.shift
+        h, w = x.shape[2:]
+        s = self.shift
         y = self.norm1(x)
         mask = None
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(2, 3))
             mask = self._mask(h, w, x.device)
-        y = window_reverse(self.attn(window_partition(y, ws), mask), ws, b, h, w)
+        y = self._attend(y, mask)
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(2, 3))
-        x = x + y
-        return x + self.mlp(self.norm2(x))
+        x = y.add_(x)  # x + y, in the attention's own output (one map less at a time)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class PatchProj(nn.Module):

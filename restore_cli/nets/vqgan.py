@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import VQConfig
-from .layers import GroupNorm, Upsample
+from .layers import GroupNorm, Upsample, in_bands, norm_silu_conv
 from .winograd import Conv3x3
 
 # Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
 ATTN_CHUNK = 4096
-# Latent vectors per chunk in the codebook search: bounds the (rows x n_embed) distance matrix.
-QUANT_CHUNK = 16384
+# Latent vectors per chunk in the codebook search: bounds the (rows x n_embed) distance matrix and
+# its addend, 2 x 64 MiB for the 8192 codes of vq-f4 (at 16384 rows a 128-latent tile took 1 GiB).
+QUANT_CHUNK = 2048
 
 
 def normalize(channels: int) -> GroupNorm:
@@ -35,6 +36,13 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if in_bands(x):  # a large map: in bands of rows, the same result in less memory
+            h = norm_silu_conv(x, self.norm1, self.conv1)
+            skip = self.nin_shortcut
+            return norm_silu_conv(
+                h, self.norm2, self.conv2, overwrite=True,
+                residual=lambda r0, r1: x[:, :, r0:r1] if skip is None else skip(x[:, :, r0:r1]),
+            )  # fmt: skip
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h = self.conv2(F.silu(self.norm2(h), inplace=True))
         return (self.nin_shortcut(x) if self.nin_shortcut is not None else x) + h
@@ -151,6 +159,8 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
+        if in_bands(h):
+            return norm_silu_conv(h, self.norm_out, self.conv_out)
         return self.conv_out(F.silu(self.norm_out(h), inplace=True))
 
 
