@@ -22,7 +22,8 @@ import torch
 # per output pixel at the margin; the figure below keeps about 2x headroom for allocator slack and
 # GPU convolution workspaces (a GPU calibration is still to do). With the autoencoder in latent
 # tiles (`benchmarks/bench.py --sizes 64 128 256`, 2-core Xeon, fp32): 1.43 GiB at 256x256 output,
-# 2.16 GiB at 512x512, 2.22 GiB at 1024x1024 untiled.
+# 2.16 GiB at 512x512, 2.22 GiB at 1024x1024 untiled; with large maps in bands (nets/layers.py)
+# 1.31 GiB at 256x256 and 1.92 GiB at 1024x1024 (`restore sr` itself: 1.53-1.60 and 2.02-2.13).
 BYTES_PER_OUTPUT_PIXEL_FP32 = 6144
 MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only cost latency
 # On the CPU the time per pixel grows with the tile: the autoencoder's mid-block attention is global,
@@ -34,8 +35,9 @@ MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only co
 MAX_AUTO_TILE_OUTPUT_CPU = 512
 # ... but an image only a little larger than such a tile is faster whole, and whole it matches the
 # reference in the UNet: on the CPU, images up to this output side are not tiled when the memory
-# allows. bench.py on a 2-core Xeon (AVX-512), fp32: a 256x256 input takes 149 s whole (autoencoder
-# in 128-latent tiles, 2.22 GiB); nine overlapping 128x128 tiles would take about 9 x 20.1 s.
+# allows. bench.py on a 2-core Xeon (AVX-512), fp32: a 256x256 input takes 149-155 s whole
+# (autoencoder in 128-latent tiles, 1.92 GiB); nine overlapping 128x128 tiles would take about
+# 9 x 20.1 s.
 MAX_UNTILED_OUTPUT_CPU = 1024
 
 
