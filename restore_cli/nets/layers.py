@@ -129,8 +129,9 @@ def norm_silu_conv(
             z = z + residual(r0, r1)
         if out is None:
             out = torch.empty(
-                (n, z.shape[1], h, w), dtype=z.dtype, memory_format=torch.channels_last
-            )
+                (n, z.shape[1], h, w), dtype=z.dtype, device=z.device,
+                memory_format=torch.channels_last,
+            )  # fmt: skip
         if pending is not None:
             out[:, :, pending[0] : pending[1]] = pending[2]
         pending = (r0, r1, z)
@@ -210,8 +211,9 @@ class Upsample(nn.Module):
             z = z[:, :, 2 * (r0 - a) : 2 * (r1 - a)]
             if out is None:
                 out = torch.empty(
-                    (n, z.shape[1], 2 * h, 2 * w), dtype=z.dtype, memory_format=torch.channels_last
-                )
+                    (n, z.shape[1], 2 * h, 2 * w), dtype=z.dtype, device=z.device,
+                    memory_format=torch.channels_last,
+                )  # fmt: skip
             out[:, :, 2 * r0 : 2 * r1] = z
         return out
 
