@@ -19,9 +19,12 @@ MASK_VALUE = -100.0
 # Tokens per chunk of the window attention and of the MLP. Both work token by token (attention
 # inside its window), so bands of rows give the same result as the whole map while their
 # transients stay small: at a 256x256 latent the whole map's q/k/v, bias and MLP hidden tensors
-# (192 and 768 channels) took about 0.9 GiB at once. Maps up to 128x128 (a 512x512 output of x4
-# SR, and the golden cases) are processed in one piece as before.
-CHUNK_TOKENS = 16384
+# (192 and 768 channels) took about 0.9 GiB at once. Smaller bands are also faster there, as they
+# stay in cache: one realsr-v3 UNet call at a 256x256 latent (2-core Xeon, fp32, a scratch script
+# with a 1 ms RSS sampler) took 9.3-9.6 s and +871/+593 MiB in bands of 16384 tokens, 7.8-7.9 s
+# and +659/+489 MiB in bands of 4096 (2048: no better). Maps up to 64x64 (a 256x256 output of x4
+# SR, and the golden cases) are one band, as before.
+CHUNK_TOKENS = 4096
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
