@@ -34,7 +34,8 @@ class Request:
     tiles (see :func:`restore_cli.tiling.resolve`). ``tile_overlap``: overlap in input pixels
     (default tile/8, at least 8). ``scale``: resize the model's output to ``scale`` x the input
     (``None``: the model's own scale). ``vae_tile``: the autoencoder's tile in latent pixels
-    (``None``: 128, see :func:`restore_cli.tiling.autoencoder_tiling`; 0: never).
+    (``None``: 128, grown by up to 1/8 where that saves a row of tiles, see
+    :func:`restore_cli.tiling.autoencoder_tiling`; 0: never).
     ``batch_size``: run up to this many tiles (and same-size images of a folder) through the
     networks at once; every image keeps its own generator, so results equal batch 1's (bit for
     bit on the CPU; up to float rounding on a GPU, see :meth:`Restorer.run_batch`).

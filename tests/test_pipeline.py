@@ -220,6 +220,7 @@ def test_autoencoder_tiles_keep_small_latents_exact_and_blend_large_ones(load, m
     x = image(48, 40)  # padded to 48x48; the tiny model's latent has the LQ's size
     whole = r.restore(x, seed=2, tile=0, vae_tile=0)
     assert np.array_equal(r.restore(x, seed=2, tile=0, vae_tile=48), whole)  # fits: untouched
+    assert np.array_equal(r.restore(x, seed=2, tile=0, vae_tile=44), whole)  # 9/8 of it fits
     shapes: dict[str, list[tuple[int, ...]]] = {"encode": [], "decode": []}
     for name in shapes:
         real = getattr(r.vq, name)
@@ -231,5 +232,7 @@ def test_autoencoder_tiles_keep_small_latents_exact_and_blend_large_ones(load, m
         monkeypatch.setattr(r.vq, name, spy)
     tiled = r.restore(x, seed=2, tile=0, vae_tile=16)
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
-    assert shapes["encode"] == [(64, 64)] * 16  # 16-latent tiles of the x4 upsampled 192x192
-    assert shapes["decode"] == [(16, 16)] * 16  # 48 latent, overlap 2: starts 0, 14, 28, 32
+    # 48 latent, 16-tiles overlapping by 2 would need 4 per side (starts 0, 14, 28, 32): three
+    # tiles of 18 (at most 9/8 of the tile) do it, starts 0, 16, 30; encoded from the x4 upsampled
+    assert shapes["encode"] == [(72, 72)] * 9
+    assert shapes["decode"] == [(18, 18)] * 9

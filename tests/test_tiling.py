@@ -88,3 +88,24 @@ def test_stitch_untiled_is_one_call_and_reports_tiles() -> None:
     tiling.stitch(part, 20, 30, tiling.Tiling(16, 4, False), 1, lambda i, n: calls.append((i, n)))
     assert calls == [(i + 1, 6) for i in range(6)]
     assert np.isfinite(out.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("side", "tile", "starts"),
+    [
+        (129, 129, [0]),  # within 9/8 of the 128 tile: whole, exactly as the reference
+        (192, 128, [0, 64]),  # two 128-tiles already
+        (256, 136, [0, 120]),  # three 128-tiles (0, 112, 128) become two of 136
+        (280, 128, [0, 112, 152]),  # two would need 148 > 144: three of 128
+        (512, 140, [0, 124, 248, 372]),  # five 128-tiles become four of 140
+    ],
+)
+def test_autoencoder_tiles_grow_a_little_to_save_a_row_of_tiles(side, tile, starts) -> None:
+    t = tiling.autoencoder_tiling((side, side))
+    boxes = tiling.plan(side, side, t.tile, t.overlap)
+    assert t.tile == (0 if starts == [0] else tile)
+    assert sorted({b.top for b in boxes}) == starts
+    if t.tile:
+        assert t.tile <= 128 * 9 / 8 and t.overlap == 16
+        tops = sorted({b.top for b in boxes})
+        assert all(b - a <= t.tile - t.overlap for a, b in zip(tops, tops[1:], strict=False))

@@ -133,7 +133,8 @@ VaeTile = Annotated[
     typer.Option(
         "--vae-tile",
         min=0,
-        help="Autoencoder tile in latent pixels; 0 = never.",
+        help="Autoencoder tile in latent pixels (grown by up to 1/8 where that saves a row of "
+        "tiles); 0 = never.",
         show_default="128",
         rich_help_panel=TILING,
     ),
