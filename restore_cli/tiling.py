@@ -35,17 +35,17 @@ MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only co
 MAX_AUTO_TILE_OUTPUT_CPU = 512
 # ... but an image only a little larger than such a tile is faster whole, and whole it matches the
 # reference in the UNet: on the CPU, images up to this output side are not tiled when the memory
-# allows. bench.py on a 2-core Xeon (AVX-512), fp32: a 256x256 input takes 149-155 s whole
-# (autoencoder in 128-latent tiles, 1.92 GiB); nine overlapping 128x128 tiles would take about
-# 9 x 20.1 s.
+# allows. bench.py on a 2-core Xeon (AVX-512), fp32: a 256x256 input takes 96.7 s whole
+# (autoencoder in two-by-two 136-latent tiles, 1.85 GiB); nine overlapping 128x128 tiles would take
+# about 9 x 20.1 s.
 MAX_UNTILED_OUTPUT_CPU = 1024
 
 
 # The autoencoder's encoder and decoder run in overlapping latent tiles of this side (and overlap)
 # when a latent is larger: their mid-block attention is global, so memory and time per pixel grow
 # with the latent's area; tiles keep both flat. 128 latent pixels are 512 output pixels for the f4
-# autoencoder, so 128x128 inputs of x4 SR (and anything smaller) are processed exactly as the
-# reference does.
+# autoencoder, so 128x128 inputs of x4 SR (and, with the growth in autoencoder_tiling, anything up
+# to 144x144) are processed exactly as the reference does.
 # The seams are real: `benchmarks/vae_tiles.py --size 192` (filled weights, so a proxy; 2-core Xeon)
 # puts the decoded image 20.3 dB PSNR from the whole decode with 128-latent tiles, 17.7 with 96 and
 # 14.9 with 64 (the global attention sees only its tile), at 56 s, 54 s and 37 s for encode + decode
