@@ -97,10 +97,12 @@ def test_noise_draws_follow_the_authors_order(specs, states) -> None:
 def test_a_batch_equals_its_images_one_by_one(specs, states, name: str) -> None:
     """Each sample its own eps and generator stream (the authors' ``[0]`` broadcast is fixed)."""
     r = restorer(specs, states, name, 2)
-    lq = torch.rand(2, 3, 16, 16) * 2 - 1
+    lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     both = r.run(lq, [make_generator(1), make_generator(2)])
     one = torch.cat([r.run(lq[i : i + 1], [make_generator(i + 1)]) for i in range(2)])
-    torch.testing.assert_close(both, one, rtol=0, atol=1e-5)
+    # a wrong noise stream moves outputs by O(1); a batch of two only rounds differently (CI saw
+    # 1.2e-5 once at 1e-5 allowed, on an input drawn from the global generator)
+    torch.testing.assert_close(both, one, rtol=0, atol=1e-4)
 
 
 def test_jump_is_the_authors_operator() -> None:
