@@ -23,19 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_weights(model: str, folder: Path) -> tuple[Path, Path]:
+    """The model's filled weights as .safetensors, as the tests write them."""
     sys.path.insert(0, str(ROOT))
-    from safetensors.torch import save_file
-
-    from restore_cli import nets
     from restore_cli.registry import default_registry
-    from tests.reference_fill import reference_state_dict
+    from tests.conftest import write_weights as write
 
-    spec = default_registry().get(model)
-    files = folder / f"{model}.unet.safetensors", folder / f"{model}.ae.safetensors"
-    for path, net in zip(files, (spec.unet, spec.autoencoder.config), strict=True):
-        state = reference_state_dict(nets.build(net))
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return files
+    return write(default_registry().get(model), folder)
 
 
 def main() -> None:
@@ -61,12 +54,12 @@ def main() -> None:
                        str(folder / f"out{size}_{k}.png"), "-m", args.model, "--checkpoint",
                        str(unet), "--autoencoder", str(ae), "--device", "cpu"]  # fmt: skip
                 t0 = time.perf_counter()
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-                _, status, rusage = os.wait4(proc.pid, 0)
-                proc.returncode = os.waitstatus_to_exitcode(status)
+                # wait4: this child's own peak (RUSAGE_CHILDREN would be the largest so far)
+                pid = subprocess.Popen(cmd, stdout=subprocess.DEVNULL).pid
+                _, status, rusage = os.wait4(pid, 0)
                 seconds = time.perf_counter() - t0
-                if proc.returncode:
-                    sys.exit(f"restore sr failed ({proc.returncode}) on {src}")
+                if code := os.waitstatus_to_exitcode(status):
+                    sys.exit(f"restore sr failed ({code}) on {src}")
                 peak = rusage.ru_maxrss * 1024
                 best[size] = min(best.get(size, peak), peak)
                 print(

@@ -64,29 +64,19 @@ class Request:
             raise UsageError(
                 f"unknown colour fix {self.color_fix!r}", f"use one of {known}", option="color_fix"
             ) from None
-        if self.tile is not None and self.tile < 0:
-            raise UsageError(
-                f"tile {self.tile} is negative",
-                "use 0 (never tile) or a side in pixels",
-                option="tile",
-            )
-        if self.tile_overlap is not None and self.tile_overlap < 0:
-            raise UsageError(
-                f"tile overlap {self.tile_overlap} is negative",
-                "use 0 or more pixels",
-                option="tile_overlap",
-            )
+        for option, what, hint in (
+            ("tile", "tile", "use 0 (never tile) or a side in pixels"),
+            ("tile_overlap", "tile overlap", "use 0 or more pixels"),
+            ("vae_tile", "autoencoder tile", "use 0 (never tile) or a side in latent pixels"),
+        ):
+            value = getattr(self, option)
+            if value is not None and value < 0:
+                raise UsageError(f"{what} {value} is negative", hint, option=option)
         if self.tile and self.tile_overlap is not None and self.tile_overlap >= self.tile:
             raise UsageError(
                 f"tile overlap {self.tile_overlap} is not smaller than the tile {self.tile}",
                 "e.g. a 256-pixel tile with a 32-pixel overlap",
                 option="tile_overlap",
-            )
-        if self.vae_tile is not None and self.vae_tile < 0:
-            raise UsageError(
-                f"autoencoder tile {self.vae_tile} is negative",
-                "use 0 (never tile) or a side in latent pixels",
-                option="vae_tile",
             )
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))

@@ -23,7 +23,7 @@ import torch
 # GPU convolution workspaces (a GPU calibration is still to do). With the autoencoder in latent
 # tiles (`benchmarks/bench.py --sizes 64 128 256`, 2-core Xeon, fp32): 1.43 GiB at 256x256 output,
 # 2.16 GiB at 512x512, 2.22 GiB at 1024x1024 untiled; with large maps in bands (nets/layers.py)
-# 1.31 GiB at 256x256 and 1.92 GiB at 1024x1024 (`restore sr` itself: 1.53-1.60 and 2.02-2.13).
+# 1.31 GiB at 256x256 and 1.92 GiB at 1024x1024 (`restore sr` itself: 1.53-1.60 and 1.99-2.13).
 BYTES_PER_OUTPUT_PIXEL_FP32 = 6144
 MAX_AUTO_TILE_OUTPUT = 2048  # output pixels per side: beyond this tiles only cost latency
 # On the CPU the time per pixel grows with the tile: the autoencoder's mid-block attention is global,

@@ -233,3 +233,14 @@ def test_batch_size_below_one_is_a_usage_error(tmp_path, tiny_args, capsys) -> N
         with pytest.raises(UsageError, match="batch size"):
             Request(batch_size=bad)  # type: ignore[arg-type]
     assert Request(batch_size=np.int64(4)).batch_size == 4  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [("tile", "tile -1 is negative"), ("tile_overlap", "tile overlap -1 is negative"),
+     ("vae_tile", "autoencoder tile -1 is negative")],
+)  # fmt: skip
+def test_a_negative_tile_setting_is_a_usage_error_naming_its_option(option, words) -> None:
+    with pytest.raises(UsageError, match=words) as info:
+        Request(**{option: -1})
+    assert info.value.option == option

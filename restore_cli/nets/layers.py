@@ -71,8 +71,8 @@ def group_norm(
 
 # Maps of more bytes than this go through "normalise -> SiLU -> 3x3 convolution" (and the nearest
 # x2 upsampling before a convolution) in bands of rows of at most BAND_BYTES, so the normalised or
-# upsampled map never exists whole: at a 512x512 autoencoder tile (128 latent pixels) that is the
-# difference between about 0.8 and 0.4 GiB of working memory. Statistics come from the whole map
+# upsampled map never exists whole: decoding a 128-latent tile (512x512 pixels) took 785 MiB of
+# working memory whole and 590 MiB in bands (a scratch script with a 1 ms RSS sampler, 2-core Xeon). Statistics come from the whole map
 # and every band carries a one-row halo, so the result is the whole map's up to float32 rounding
 # (the convolution's Winograd tiles start at each band). Smaller maps, those of a 64x64 input of x4
 # SR (at most 67 MB) and the golden cases among them, are processed whole as before. CPU float32.
@@ -95,6 +95,45 @@ def _rows_per_band(x: torch.Tensor) -> int:
     return max(1, BAND_BYTES // (n * c * w * x.element_size()))
 
 
+def conv_in_bands(
+    rows: int,
+    band: int,
+    source: Callable[[int, int], torch.Tensor],
+    conv: nn.Module,
+    *,
+    up: int = 1,
+    residual: Callable[[int, int], torch.Tensor] | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A 3x3 (stride 1, padding 1) ``conv`` of a map of ``rows`` rows, made ``band`` rows at a time.
+
+    ``source(a, b)``: the convolution's input for map rows a:b (``up`` x as many rows, e.g. after
+    an upsampling); each band asks for one halo row on either side inside the map, so every kept
+    output row sees its true neighbours and the map's edges the zero padding. ``residual(r0, r1)``
+    is added to output rows r0:r1 (in output rows). ``out``: where to write, possibly the map the
+    sources read from: each band is stored only after the next one has read its halo row.
+    """
+    pending: tuple[int, int, torch.Tensor] | None = None
+    for r0 in range(0, rows, band):
+        r1 = min(rows, r0 + band)
+        a, b = max(0, r0 - 1), min(rows, r1 + 1)
+        z = conv(source(a, b))[:, :, up * (r0 - a) : up * (r1 - a)]
+        if residual is not None:
+            z = z + residual(up * r0, up * r1)
+        if out is None:
+            n, k, _, w = z.shape
+            out = torch.empty(
+                (n, k, up * rows, w), dtype=z.dtype, device=z.device,
+                memory_format=torch.channels_last,
+            )  # fmt: skip
+        if pending is not None:
+            out[:, :, pending[0] : pending[1]] = pending[2]
+        pending = (up * r0, up * r1, z)
+    assert out is not None and pending is not None
+    out[:, :, pending[0] : pending[1]] = pending[2]
+    return out
+
+
 def norm_silu_conv(
     x: torch.Tensor,
     norm: nn.GroupNorm,
@@ -108,36 +147,22 @@ def norm_silu_conv(
 
     ``conv``: 3x3, stride 1, padding 1. ``affine``: (mul, add), each (N, C, 1, 1), the UNet's
     timestep scale-shift. ``residual(r0, r1)``: what to add to output rows r0:r1. ``overwrite``:
-    write the output into ``x`` (a map the caller owns, with as many channels as the output): each
-    band is stored only after the next one has read its halo row, so ``x`` is read intact.
+    write the output into ``x`` (a map the caller owns, with as many channels as the output).
     """
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     scale, offset = group_affine(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
     if affine is not None:
         mul, add = (t.reshape(n, c).to(scale) for t in affine)
         scale, offset = scale * mul, offset * mul + add
     scale, offset = scale.view(n, c, 1, 1), offset.view(n, c, 1, 1)
-    out = x if overwrite else None
-    rows = _rows_per_band(x)
-    pending: tuple[int, int, torch.Tensor] | None = None
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        a, b = max(0, r0 - 1), min(h, r1 + 1)  # the band with its halo rows
-        y = F.silu(torch.addcmul(offset, x[:, :, a:b], scale), inplace=True)
-        z = conv(y)[:, :, r0 - a : r1 - a]
-        if residual is not None:
-            z = z + residual(r0, r1)
-        if out is None:
-            out = torch.empty(
-                (n, z.shape[1], h, w), dtype=z.dtype, device=z.device,
-                memory_format=torch.channels_last,
-            )  # fmt: skip
-        if pending is not None:
-            out[:, :, pending[0] : pending[1]] = pending[2]
-        pending = (r0, r1, z)
-    assert out is not None and pending is not None
-    out[:, :, pending[0] : pending[1]] = pending[2]
-    return out
+
+    def normalised(a: int, b: int) -> torch.Tensor:
+        return F.silu(torch.addcmul(offset, x[:, :, a:b], scale), inplace=True)
+
+    return conv_in_bands(
+        x.shape[2], _rows_per_band(x), normalised, conv, residual=residual,
+        out=x if overwrite else None,
+    )  # fmt: skip
 
 
 class GroupNorm(nn.GroupNorm):
@@ -198,24 +223,14 @@ class Upsample(nn.Module):
         self.conv = Conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
         if not in_bands(x, scale=4):
             return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         # the upsampled map is 4x the input: made and convolved a band of rows at a time
-        rows = max(1, _rows_per_band(x) // 4)  # input rows per band
-        out = None
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            a, b = max(0, r0 - 1), min(h, r1 + 1)  # a one-row halo (two upsampled rows)
-            z = self.conv(F.interpolate(x[:, :, a:b], scale_factor=2, mode="nearest"))
-            z = z[:, :, 2 * (r0 - a) : 2 * (r1 - a)]
-            if out is None:
-                out = torch.empty(
-                    (n, z.shape[1], 2 * h, 2 * w), dtype=z.dtype, device=z.device,
-                    memory_format=torch.channels_last,
-                )  # fmt: skip
-            out[:, :, 2 * r0 : 2 * r1] = z
-        return out
+        return conv_in_bands(
+            x.shape[2], max(1, _rows_per_band(x) // 4),
+            lambda a, b: F.interpolate(x[:, :, a:b], scale_factor=2, mode="nearest"),
+            self.conv, up=2,
+        )  # fmt: skip
 
 
 class ResBlock(nn.Module):
