@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
@@ -114,6 +115,26 @@ def test_swin_blocks_on_large_maps_work_in_bands_with_the_whole_maps_result(
     torch.testing.assert_close(single, whole, rtol=0, atol=1e-5)
 
 
+def test_shifted_blocks_keep_band_sized_masks_equal_to_the_reference_masks_bottom_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shifted-window mask is kept for the map's last band of window rows only (the rest of
+    the reference's mask is zeros): it must be that slice of the whole mask, and a banded call
+    must not keep a whole-map mask (16 MiB per block at a 256x256 latent)."""
+    from restore_cli.nets import swin
+
+    block = swin.SwinTransformerBlock(32, 64, 2, 8, 4, 2).eval()
+    whole = reference_shift_mask(6, 5, 8, 4)
+    for rows in (1, 2, 6):
+        assert torch.equal(block._bottom_mask(rows, 5, torch.device("cpu")), whole[-rows * 5 :])
+    block._masks.clear()
+    monkeypatch.setattr(swin, "CHUNK_TOKENS", 2 * 8 * 40)  # one window row per band
+    with torch.inference_mode():
+        block(torch.randn(2, 32, 48, 40))
+    kept = sum(m.numel() for m in block._masks.values())
+    assert 0 < kept <= reference_shift_mask(1, 5, 8, 4).numel()
+
+
 def _filled(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -180,3 +201,54 @@ def test_a_decoder_in_bands_decodes_as_whole(monkeypatch: pytest.MonkeyPatch) ->
         banded = vq.decode(z)
     assert len(calls) >= 9  # every residual block (two each) and the output layer
     assert (banded - whole).abs().max() / whole.abs().max() < 1e-5
+
+
+def _assert_freed_between(first: torch.nn.Module, later: torch.nn.Module, *, output: bool) -> list:
+    """Hooks: by the time ``later`` starts, ``first``'s input (``output``: its output) is gone.
+    Returns the list the checks append to, so a test can see they ran."""
+    import weakref
+
+    seen: list[bool] = []
+    ref: list = []
+
+    def keep(_m, args, out=None) -> None:
+        ref[:] = [weakref.ref(out if output else args[0])]
+
+    def check(_m, _args) -> None:
+        if ref:
+            seen.append(ref[0]() is None)
+
+    if output:
+        first.register_forward_hook(keep)
+    else:
+        first.register_forward_pre_hook(keep)
+    later.register_forward_pre_hook(check)
+    return seen
+
+
+def test_each_map_is_freed_as_soon_as_the_next_layer_has_it(registry) -> None:
+    """Peak memory at large sizes: the encoder, the decoder and the UNet run their layers in one
+    loop of their own. A level or block called as a module kept its input alive through all its
+    layers (the decoder's upsampled top-level map, the largest, through three blocks), and
+    ``block(cat([h, skip]))`` kept ``h`` beside its copy in the concatenation."""
+    spec = registry.get("tiny-sr")
+    vq = _filled(nets.build(spec.autoencoder.config, device="cpu"), 0)
+    unet = _filled(nets.build(spec.unet, device="cpu"), 1)
+    checks = []
+    for levels in (vq.encoder.down, vq.decoder.up):
+        for level in levels:
+            steps = level.steps()
+            for a, b in itertools.pairwise(steps):
+                checks.append(_assert_freed_between(a, b, output=False))
+    for block in unet.output_blocks:
+        layers = list(block)
+        for a, b in itertools.pairwise(layers):
+            checks.append(_assert_freed_between(a, b, output=False))
+    for prev, block in itertools.pairwise(unet.output_blocks):
+        checks.append(_assert_freed_between(list(prev)[-1], list(block)[0], output=True))
+    with torch.inference_mode():
+        z = vq.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
+        vq.decode(z)
+        unet(torch.randn(1, 3, 16, 16), torch.tensor([1]), lq=torch.randn(1, 3, 16, 16))
+    assert len(checks) > 8 and all(len(c) == 1 for c in checks)
+    assert all(c == [True] for c in checks), checks

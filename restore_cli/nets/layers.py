@@ -255,11 +255,14 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if in_bands(x):  # a large map: in bands of rows, the same result in less memory
             return self._in_bands(x, emb)
-        h = self.in_layers(x)
+        # in_layers, then out_layers with the scale-shift, each step in place where it can be:
+        # the same values as the layers one by one, with one map-sized temporary less per step
+        # (a realsr-v3 UNet call at a 256x256 latent: at most 466 -> 388 MiB of live tensors)
+        h = self.in_layers[2](F.silu(self.in_layers[0](x), inplace=True))
         scale, shift = self.emb_layers(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
-        norm, rest = self.out_layers[0], self.out_layers[1:]
-        h = rest(norm(h) * (1 + scale) + shift)
-        return self.skip_connection(x) + h
+        y = self.out_layers[0](h).mul_(1 + scale).add_(shift)
+        del h
+        return self.out_layers[3](F.silu(y, inplace=True)).add_(self.skip_connection(x))
 
     def _in_bands(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = norm_silu_conv(x, self.in_layers[0], self.in_layers[2])
@@ -276,5 +279,10 @@ class TimestepSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            x = timestep_step(layer, x, emb)
         return x
+
+
+def timestep_step(layer: nn.Module, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """One layer of a :class:`TimestepSequential`: ResBlocks take the timestep embedding too."""
+    return layer(x, emb) if isinstance(layer, ResBlock) else layer(x)

@@ -147,39 +147,45 @@ class SwinTransformerBlock(nn.Module):
             self.register_buffer("attn_mask", reference_shift_mask(n, n, window_size, shift))
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    def _mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, str(device))
+    def _bottom_mask(self, rows: int, n_ww: int, device: torch.device) -> torch.Tensor:
+        """The shifted-window mask of the map's last ``rows`` window rows (``n_ww`` windows each):
+        the matching slice of ``reference_shift_mask``, in which only the bottom row is not zero.
+        Kept per size: one band's worth, not the whole map's (16 MiB per block at a 256x256 latent,
+        all zeros but the last row, which stayed allocated from the UNet through the decoder)."""
+        key = (rows, n_ww, str(device))
         if key not in self._masks:
             ws = self.window_size
-            self._masks[key] = reference_shift_mask(h // ws, w // ws, ws, self.shift).to(device)
+            mask = torch.zeros(rows * n_ww, ws * ws, ws * ws, device="cpu")
+            mask[-n_ww:] = reference_shift_mask(1, n_ww, ws, self.shift)
+            self._masks[key] = mask.to(device)
         return self._masks[key]
 
-    def _attend(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Window attention over ``y`` (B, C, H, W), in bands of window rows on large maps."""
+    def _attend(self, y: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """Window attention over ``y`` (B, C, H, W), in bands of window rows on large maps; with the
+        reference's shifted-window mask if ``shifted``. A band above the bottom window row has an
+        all-zero mask, so it goes without one: the attention bias is then the same numbers."""
         b, _, h, w = y.shape
         ws = self.window_size
         n_wh, n_ww = h // ws, w // ws
         rows = max(1, CHUNK_TOKENS // (b * ws * w))  # window rows per band
         if rows >= n_wh:
+            mask = self._bottom_mask(n_wh, n_ww, y.device) if shifted else None
             return window_reverse(self.attn(window_partition(y, ws), mask), ws, b, h, w)
         out = torch.empty_like(y)
         for r0 in range(0, n_wh, rows):
             r1 = min(n_wh, r0 + rows)
             band = y[:, :, r0 * ws : r1 * ws]
-            m = None if mask is None else mask[r0 * n_ww : r1 * n_ww]  # windows row-major
+            m = self._bottom_mask(r1 - r0, n_ww, y.device) if shifted and r1 == n_wh else None
             attended = self.attn(window_partition(band, ws), m)
             out[:, :, r0 * ws : r1 * ws] = window_reverse(attended, ws, b, (r1 - r0) * ws, w)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
         s = self.shift
         y = self.norm1(x)
-        mask = None
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(2, 3))
-            mask = self._mask(h, w, x.device)
-        y = self._attend(y, mask)
+        y = self._attend(y, shifted=bool(s))
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(2, 3))
         x = y.add_(x)  # x + y, in the attention's own output (one map less at a time)
