@@ -3,6 +3,7 @@
     python benchmarks/bench.py [--models realsr-v3] [--sizes 64 128 256] [--device auto]
                                [--dtypes auto] [--repeat 3] [--vae-tile N] [--tile N]
                                [--folder N] [--batch-sizes 1 4] [--peak]
+                               [--compare-reference DIR]
 
 Each configuration runs in a fresh process (so peak memory is its own) and prints one row: task,
 model, input and output size, device, dtype, batch, seconds (median, min, max over ``--repeat``
@@ -15,7 +16,10 @@ against N times the model alone: the cost of decoding and writing that is not hi
 ``--device cuda`` works unchanged on a GPU machine. ``--batch-sizes 1 4`` times each configuration
 at every ``--batch-size`` (B copies of the image through ``Restorer.process_many``, each with its
 own generator; a tiled image's tiles batched too), so the batch column compares them; images per
-second count all B.
+second count all B. ``--compare-reference DIR`` also runs the reference implementation (a checkout
+of zsyOAOA/ResShift; its code needs einops and PyYAML) on the same filled weights, input and seed,
+each side untiled in its own process, and prints both times, the speed-up and how far apart the
+two outputs are.
 """
 
 from __future__ import annotations
@@ -134,9 +138,11 @@ def one(cfg: dict) -> dict:
                 x = sampler.sample(r.denoiser(p), p.z_y, r.tables, make_generator(1))
                 _sync(dev)
                 t2 = time.perf_counter()
-                r.decode(x, p, cfg["vae_tile"])
+                image = r.decode(x, p, cfg["vae_tile"])
                 _sync(dev)
                 t3 = time.perf_counter()
+                if cfg.get("save"):
+                    np.save(cfg["save"], image.float().cpu().numpy())
                 stages = {"encode": t1 - t0, "unet_step": (t2 - t1) / spec.schedule.steps,
                           "decode": t3 - t2}  # fmt: skip
                 total = t3 - t0
@@ -174,6 +180,96 @@ def one(cfg: dict) -> dict:
         "stage_gflop": {k: v / 1e9 for k, v in flops.items()},
         "threads": torch.get_num_threads(),
     }  # fmt: skip
+
+
+# The reference's configuration file for each model this benchmark can compare against.
+REFERENCE_CONFIGS = {
+    "realsr-v3": "configs/realsr_swinunet_realesrgan256_journal.yaml",
+    "realsr-v2": "configs/realsr_swinunet_realesrgan256.yaml",
+}
+
+
+def _inference_only_timm() -> None:
+    """Stand-ins for the three ``timm.models.layers`` names the reference's Swin layers import
+    (``models/swin_transformer.py``), when timm is not installed (it needs torchvision): at
+    inference with a drop-path rate of 0 they are an identity, a pair and a weight initialiser
+    whose values the loaded weights replace."""
+    import importlib.util
+    import types
+
+    import torch
+
+    if importlib.util.find_spec("timm") is not None:
+        return
+    layers = types.ModuleType("timm.models.layers")
+
+    class DropPath(torch.nn.Identity):
+        def __init__(self, drop_prob: float = 0.0) -> None:
+            super().__init__()
+
+    layers.DropPath = DropPath
+    layers.to_2tuple = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+    layers.trunc_normal_ = lambda t, mean=0.0, std=1.0, a=-2.0, b=2.0: torch.nn.init.trunc_normal_(
+        t, mean, std, a, b
+    )
+    timm, models = types.ModuleType("timm"), types.ModuleType("timm.models")
+    timm.models, models.layers = models, layers
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
+
+
+def reference_one(cfg: dict) -> dict:
+    """Time the reference implementation (a checkout of zsyOAOA/ResShift at ``cfg["reference"]``)
+    on the same filled weights, input and seed as :func:`one`: its ``p_sample_loop`` (bicubic
+    upsampling, encoder, the UNet steps, decoder), fp32, untiled."""
+    import numpy as np
+    import torch
+    import yaml
+
+    from restore_cli import nets
+    from restore_cli.device import resolve_device
+    from restore_cli.registry import default_registry
+    from tests.reference_fill import reference_state_dict
+
+    spec = default_registry().get(cfg["model"])
+    ref = Path(cfg["reference"]).resolve()
+    sys.path.insert(0, str(ref))
+    _inference_only_timm()
+    from utils.util_common import instantiate_from_config  # the reference's own
+
+    conf = yaml.safe_load((ref / REFERENCE_CONFIGS[spec.name]).read_text())
+    conf["model"]["params"]["out_channels"] = conf["autoencoder"]["params"]["embed_dim"]
+    dev = resolve_device(cfg["device"])
+    diffusion = instantiate_from_config(conf["diffusion"])
+    parts = {}
+    for name, ours in (("model", nets.build(spec.unet)),
+                       ("autoencoder", nets.build(spec.autoencoder.config))):  # fmt: skip
+        net = instantiate_from_config(conf[name])
+        missing, unexpected = net.load_state_dict(reference_state_dict(ours), strict=False)
+        buffers = dict(net.named_buffers())
+        if unexpected or any(k not in buffers for k in missing):
+            raise SystemExit(f"reference {name} keys differ: {unexpected or missing}")
+        parts[name] = net.to(dev).eval()
+    h, w = cfg["size"]
+    lq = (torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
+    totals, out = [], None
+    for i in range(cfg["repeat"] + 1):  # the first is a warm-up
+        torch.manual_seed(1)  # the reference draws its noise from the global generator
+        with torch.no_grad():
+            _sync(dev)
+            t0 = time.perf_counter()
+            out = diffusion.p_sample_loop(
+                y=lq, model=parts["model"], first_stage_model=parts["autoencoder"],
+                noise=None, noise_repeat=False, clip_denoised=False, denoised_fn=None,
+                model_kwargs={"lq": lq}, progress=False,
+            )  # fmt: skip
+            _sync(dev)
+        if i:
+            totals.append(time.perf_counter() - t0)
+    assert out is not None
+    if cfg.get("save"):
+        np.save(cfg["save"], out.float().cpu().numpy())
+    return {"median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals),
+            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
 
 
 def conv_peak(device: str, dtype: str) -> float:
@@ -257,6 +353,13 @@ def main() -> None:
         action="store_true",
         help="also time a plain 3x3 convolution: the peak the stages are read against",
     )
+    ap.add_argument(
+        "--compare-reference",
+        metavar="DIR",
+        help="also time the reference implementation, a checkout of zsyOAOA/ResShift in DIR (its "
+        "Python needs einops and PyYAML; timm's three layer helpers are stood in for if absent), "
+        "on the same weights, input and seed, untiled, and print how far its output is from ours",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     args = ap.parse_args()
@@ -264,6 +367,8 @@ def main() -> None:
         cfg = json.loads(args.one)
         if cfg.get("peak"):
             out = {"gflops_per_s": conv_peak(cfg["device"], cfg["dtype"])}
+        elif cfg.get("reference"):
+            out = reference_one(cfg)
         else:
             out = folder(cfg, cfg["folder"]) if cfg.get("folder") else one(cfg)
         print(json.dumps(out))
@@ -300,6 +405,9 @@ def main() -> None:
                           f"{per['unet_step']:.0f}, decode {per['decode']:.0f} "
                           f"(GFLOP {g['encode']:.0f} / {g['unet_step']:.0f} per step / "
                           f"{g['decode']:.0f})")  # fmt: skip
+            if args.compare_reference:
+                for size in args.sizes:
+                    compare_reference(args, model, dtype, _size(size))
             if args.peak:
                 peak = _run({"device": args.device, "dtype": dtype, "peak": True})
                 print(f"plain 3x3 convolution (256 ch, 128x128, {dtype}): "
@@ -311,6 +419,33 @@ def main() -> None:
                 print(f"folder of {res['images']} JPEGs {args.sizes[0]}: model alone "
                       f"{res['model_only_s']:.2f} s, batch.run {res['batch_run_s']:.2f} s "
                       f"(+{res['overhead_pct']:.1f} %)")  # fmt: skip
+
+
+def compare_reference(
+    args: argparse.Namespace, model: str, dtype: str, size: tuple[int, int]
+) -> None:
+    """Ours and the reference's ``p_sample_loop`` side by side, each in a fresh process, untiled:
+    seconds (median, min, max), peak RSS, the speed-up and the largest difference of the outputs
+    (both draw the same noise: the reference from the global generator seeded as ours)."""
+    import numpy as np
+
+    if model not in REFERENCE_CONFIGS:
+        raise SystemExit(f"--compare-reference: no reference configuration known for {model}; "
+                         f"one of {', '.join(REFERENCE_CONFIGS)}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        common = {"model": model, "device": args.device, "size": size, "repeat": args.repeat}
+        ours = _run({**common, "dtype": dtype, "tile": 0, "vae_tile": 0, "batch": 1,
+                     "save": f"{tmp}/ours.npy"})  # fmt: skip
+        ref = _run({**common, "reference": args.compare_reference, "save": f"{tmp}/ref.npy"})
+        a, b = np.load(f"{tmp}/ours.npy"), np.clip(np.load(f"{tmp}/ref.npy"), -1, 1)
+    h, w = size
+    for name, row in (("restore", ours), ("reference", ref)):
+        print(f"{name:<10} {model} {h}x{w} untiled, {row.get('dtype', 'float32')}: median "
+              f"{row['median_s']:.2f} s (min {row['min_s']:.2f}, max {row['max_s']:.2f}), "
+              f"peak {row['peak_gib']:.2f} GiB")  # fmt: skip
+    print(f"speed-up {ref['median_s'] / ours['median_s']:.2f}x; outputs differ by at most "
+          f"{np.abs(a - b).max():.2e} (mean {np.abs(a - b).mean():.2e}; "
+          f"{100 * (np.abs(a - b) > 1e-3).mean():.3f} % of values by more than 1e-3) on [-1, 1]")  # fmt: skip
 
 
 def _run(cfg: dict) -> dict:
