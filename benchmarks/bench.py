@@ -157,6 +157,9 @@ def one(cfg: dict) -> dict:
         fixed_size=bool(spec.input_size), budget=memory_budget(dev, r.dtype),
     )  # fmt: skip
     tiles = len(tiling.plan(h, w, t.tile, t.overlap)) if t.tile else 1
+    f = spec.autoencoder.config.downsample
+    latent = (h * spec.scale // f, w * spec.scale // f)
+    untiled = bool(stages) and not tiling.autoencoder_tiling(latent, cfg["vae_tile"]).tile
     totals = [t for t, _ in rows]
     median = statistics.median(totals)
     if dev.type == "cuda":
@@ -176,6 +179,7 @@ def one(cfg: dict) -> dict:
         "peak_gib": peak / 2**30, "gflop": total_flops / 1e9,
         "gflops_per_s": batch * total_flops / 1e9 / median if tiles == 1 else None,
         "tiles": tiles,
+        "untiled": untiled,  # image and autoencoder whole: the run compare_reference can reuse
         "stages": best_stages,
         "stage_gflop": {k: v / 1e9 for k, v in flops.items()},
         "threads": torch.get_num_threads(),
@@ -379,35 +383,26 @@ def main() -> None:
     if not args.json:
         print(header)
     tile = None if args.tile < 0 else args.tile
+    with tempfile.TemporaryDirectory() as saved:  # outputs --compare-reference reads back
+        _table(args, tile, saved)
+
+
+def _table(args: argparse.Namespace, tile: int | None, saved: str) -> None:
     for model in args.models:
         for dtype in args.dtypes:
             for size, batch in itertools.product(args.sizes, args.batch_sizes):
                 cfg = {"model": model, "device": args.device, "dtype": dtype,
                        "size": _size(size), "repeat": args.repeat, "tile": tile,
                        "vae_tile": args.vae_tile, "batch": batch}  # fmt: skip
+                if args.compare_reference and batch == 1:
+                    cfg["save"] = f"{saved}/{model}-{dtype}-{size}.npy"
                 row = _run(cfg)
                 if args.json:
                     print(json.dumps(row))
-                    continue
-                st = row["stages"]
-                stages = (f"{st['encode']:.2f} / {st['unet_step']:.3f} / {st['decode']:.2f}"
-                          if st else "-")  # fmt: skip
-                gf = f"{row['gflops_per_s']:.0f}" if row["gflops_per_s"] else "-"
-                print(f"{row['model']:<18}{row['input']:>9}{row['output']:>10} "
-                      f"{row['device']:<7}{row['dtype']:<9}{row['batch']:>5}"
-                      f"{row['median_s']:9.2f}{row['min_s']:7.2f}{row['max_s']:7.2f}"
-                      f"{row['images_per_s']:7.2f}{row['peak_gib']:9.2f}{gf:>8}"
-                      f"{row['tiles']:>6}  {stages}")  # fmt: skip
-                if st and row["tiles"] == 1 and batch == 1:
-                    g = row["stage_gflop"]
-                    per = {k: g[k] / st[k] for k in ("encode", "unet_step", "decode")}
-                    print(f"{'':<18}GFLOP/s per stage: encode {per['encode']:.0f}, UNet "
-                          f"{per['unet_step']:.0f}, decode {per['decode']:.0f} "
-                          f"(GFLOP {g['encode']:.0f} / {g['unet_step']:.0f} per step / "
-                          f"{g['decode']:.0f})")  # fmt: skip
-            if args.compare_reference:
-                for size in args.sizes:
-                    compare_reference(args, model, dtype, _size(size))
+                else:
+                    _print_row(row)
+                if args.compare_reference and batch == 1:
+                    compare_reference(args, cfg, row)
             if args.peak:
                 peak = _run({"device": args.device, "dtype": dtype, "peak": True})
                 print(f"plain 3x3 convolution (256 ch, 128x128, {dtype}): "
@@ -421,31 +416,58 @@ def main() -> None:
                       f"(+{res['overhead_pct']:.1f} %)")  # fmt: skip
 
 
-def compare_reference(
-    args: argparse.Namespace, model: str, dtype: str, size: tuple[int, int]
-) -> None:
-    """Ours and the reference's ``p_sample_loop`` side by side, each in a fresh process, untiled:
-    seconds (median, min, max), peak RSS, the speed-up and the largest difference of the outputs
-    (both draw the same noise: the reference from the global generator seeded as ours)."""
+def _print_row(row: dict) -> None:
+    """One table row, and each stage's GFLOP/s where the image ran whole at batch 1."""
+    st = row["stages"]
+    stages = (f"{st['encode']:.2f} / {st['unet_step']:.3f} / {st['decode']:.2f}"
+              if st else "-")  # fmt: skip
+    gf = f"{row['gflops_per_s']:.0f}" if row["gflops_per_s"] else "-"
+    print(f"{row['model']:<18}{row['input']:>9}{row['output']:>10} "
+          f"{row['device']:<7}{row['dtype']:<9}{row['batch']:>5}"
+          f"{row['median_s']:9.2f}{row['min_s']:7.2f}{row['max_s']:7.2f}"
+          f"{row['images_per_s']:7.2f}{row['peak_gib']:9.2f}{gf:>8}"
+          f"{row['tiles']:>6}  {stages}")  # fmt: skip
+    if st and row["tiles"] == 1 and row["batch"] == 1:
+        g = row["stage_gflop"]
+        per = {k: g[k] / st[k] for k in ("encode", "unet_step", "decode")}
+        print(f"{'':<18}GFLOP/s per stage: encode {per['encode']:.0f}, UNet "
+              f"{per['unet_step']:.0f}, decode {per['decode']:.0f} "
+              f"(GFLOP {g['encode']:.0f} / {g['unet_step']:.0f} per step / "
+              f"{g['decode']:.0f})")  # fmt: skip
+
+
+def compare_reference(args: argparse.Namespace, cfg: dict, ours: dict) -> None:
+    """The reference's ``p_sample_loop`` beside our row ``ours`` (of configuration ``cfg``, its
+    output saved at ``cfg["save"]``), both untiled, each in a fresh process: seconds (median, min,
+    max), peak RSS, the speed-up and the largest difference of the outputs (both draw the same
+    noise: the reference from the global generator seeded as ours). A row that ran tiled is
+    timed again untiled for the comparison."""
     import numpy as np
 
+    model, (h, w) = cfg["model"], cfg["size"]
     if model not in REFERENCE_CONFIGS:
         raise SystemExit(f"--compare-reference: no reference configuration known for {model}; "
                          f"one of {', '.join(REFERENCE_CONFIGS)}")  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        common = {"model": model, "device": args.device, "size": size, "repeat": args.repeat}
-        ours = _run({**common, "dtype": dtype, "tile": 0, "vae_tile": 0, "batch": 1,
-                     "save": f"{tmp}/ours.npy"})  # fmt: skip
-        ref = _run({**common, "reference": args.compare_reference, "save": f"{tmp}/ref.npy"})
-        a, b = np.load(f"{tmp}/ours.npy"), np.clip(np.load(f"{tmp}/ref.npy"), -1, 1)
-    h, w = size
+    if not ours["untiled"]:
+        ours = _run({**cfg, "tile": 0, "vae_tile": 0})
+    ref = _run({"model": model, "device": cfg["device"], "size": cfg["size"],
+                "repeat": cfg["repeat"], "reference": args.compare_reference,
+                "save": cfg["save"] + ".reference.npy"})  # fmt: skip
+    a, b = np.load(cfg["save"]), np.clip(np.load(cfg["save"] + ".reference.npy"), -1, 1)
+    diff = np.abs(a - b)
+    result = {"restore": ours, "reference": ref, "speed_up": ref["median_s"] / ours["median_s"],
+              "max_diff": float(diff.max()), "mean_diff": float(diff.mean()),
+              "pct_over_1e-3": float(100 * (diff > 1e-3).mean())}  # fmt: skip
+    if args.json:
+        print(json.dumps({"compare_reference": f"{model} {h}x{w}", **result}))
+        return
     for name, row in (("restore", ours), ("reference", ref)):
         print(f"{name:<10} {model} {h}x{w} untiled, {row.get('dtype', 'float32')}: median "
               f"{row['median_s']:.2f} s (min {row['min_s']:.2f}, max {row['max_s']:.2f}), "
               f"peak {row['peak_gib']:.2f} GiB")  # fmt: skip
-    print(f"speed-up {ref['median_s'] / ours['median_s']:.2f}x; outputs differ by at most "
-          f"{np.abs(a - b).max():.2e} (mean {np.abs(a - b).mean():.2e}; "
-          f"{100 * (np.abs(a - b) > 1e-3).mean():.3f} % of values by more than 1e-3) on [-1, 1]")  # fmt: skip
+    print(f"speed-up {result['speed_up']:.2f}x; outputs differ by at most {result['max_diff']:.2e} "
+          f"(mean {result['mean_diff']:.2e}; {result['pct_over_1e-3']:.3f} % of values by more "
+          f"than 1e-3) on [-1, 1]")  # fmt: skip
 
 
 def _run(cfg: dict) -> dict:

@@ -275,12 +275,12 @@ class ResBlock(nn.Module):
 
 
 class TimestepSequential(nn.Sequential):
-    """A Sequential that hands the timestep embedding to the ResBlocks in it."""
+    """The layers of one UNet block (keys as the reference's ``TimestepEmbedSequential``). The UNet
+    runs them one by one with :func:`timestep_step` in a loop of its own, so that each layer's
+    input is freed as the next one starts (see ``UNetModelSwin.forward``), not as a called module."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        for layer in self:
-            x = timestep_step(layer, x, emb)
-        return x
+        raise TypeError("a UNet block's layers are run by UNetModelSwin.forward with timestep_step")
 
 
 def timestep_step(layer: nn.Module, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ codebook entry first, as the reference does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,7 +90,8 @@ class Downsample(nn.Module):
 
 
 class Level(nn.Module):
-    """One resolution level: ``block`` list and an optional resampler (key ``downsample``/``upsample``)."""
+    """One resolution level: ``block`` list and an optional resampler (key ``downsample``/``upsample``),
+    run step by step by the encoder and decoder (see :func:`_steps`)."""
 
     def __init__(self, blocks: list[nn.Module], resample: tuple[str, nn.Module] | None) -> None:
         super().__init__()
@@ -102,17 +105,13 @@ class Level(nn.Module):
         resample = [getattr(self, self.resample_name)] if self.resample_name else []
         return [*self.block, *resample]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for step in self.steps():
-            x = step(x)
-        return x
 
-
-def _steps(levels: list[Level]) -> list[nn.Module]:
+def _steps(levels: Iterable[Level]) -> list[nn.Module]:
     """Every step of ``levels`` in order. The encoder and decoder run them in one loop of their own
-    rather than calling each level: a called module keeps its input alive until it returns, which
-    held the decoder's largest map (its top level's upsampled input, 289 MiB for a 136-latent
-    tile) through all three blocks of that level instead of only the first."""
+    (a level is only a container of keys, with no ``forward``): a called module keeps its input
+    alive until it returns, which held the decoder's largest map (its top level's upsampled input,
+    289 MiB for a 136-latent tile) through all three blocks of that level instead of only the
+    first."""
     return [step for level in levels for step in level.steps()]
 
 
@@ -146,7 +145,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
-        for step in _steps(list(self.down)):
+        for step in _steps(self.down):
             h = step(h)
         return self.conv_out(F.silu(self.norm_out(self.mid(h)), inplace=True))
 
@@ -170,7 +169,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
-        for step in _steps(list(reversed(self.up))):
+        for step in _steps(reversed(self.up)):
             h = step(h)
         if in_bands(h):
             return norm_silu_conv(h, self.norm_out, self.conv_out)
