@@ -57,3 +57,47 @@ def test_module_uses_winograd_only_where_it_applies(monkeypatch) -> None:
     assert out.requires_grad and len(calls) == 1
     assert not applies(big.half(), conv.weight.half())
     assert not applies(big.to("meta"), conv.weight.to("meta"))
+
+
+@pytest.mark.parametrize("channels_last_weight", [False, True])
+def test_filters_in_pieces_and_either_layout_give_the_same_convolution(
+    monkeypatch, channels_last_weight
+) -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 48, 20, 20, generator=g).contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(100, 48, 3, 3, generator=g) / (9 * 48) ** 0.5
+    b = torch.randn(100, generator=g)
+    exact = F.conv2d(x.double(), wt.double(), b.double(), padding=1)
+    if channels_last_weight:  # as the autoencoder's weights are on the CPU
+        wt = wt.contiguous(memory_format=torch.channels_last)
+    whole = transform_weight(wt)
+    assert [p.shape for p in whole] == [(36, 48, 100)]
+    # 32 output channels a piece: 32, 32, 32 and a ragged 4
+    monkeypatch.setattr(winograd, "FILTER_BYTES", 36 * 48 * 4 * 32)
+    pieces = transform_weight(wt)
+    assert [p.shape[2] for p in pieces] == [32, 32, 32, 4]
+    torch.testing.assert_close(torch.cat(pieces, 2), whole[0], rtol=0, atol=0)
+    got = conv3x3(x, pieces, b)
+    assert (got.double() - exact).abs().max().item() < 2e-4 * exact.abs().max().item()
+    torch.testing.assert_close(got, conv3x3(x, whole, b), rtol=0, atol=1e-6)
+
+
+def test_banded_convolution_transforms_the_filters_once(monkeypatch) -> None:
+    from restore_cli.nets import layers
+
+    conv = Conv3x3(32, 32)
+    x = torch.randn(1, 32, 64, 64).contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = winograd.transform_weight
+
+    def counting(w):
+        calls.append(w.shape)
+        return real(w)
+
+    monkeypatch.setattr(winograd, "transform_weight", counting)
+    with torch.inference_mode():
+        out = layers.conv_in_bands(64, 16, lambda a, b: x[:, :, a:b], conv)
+        assert len(calls) == 1  # four bands, one transform
+        torch.testing.assert_close(
+            out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0
+        )

@@ -35,9 +35,9 @@ def group_affine(
     total = torch.zeros(n, c, dtype=torch.float64)
     squares = torch.zeros(n, c, dtype=torch.float64)
     for i in range(0, h * w, STATS_ROWS):
-        part = flat[:, i : i + STATS_ROWS] - shift
+        part = flat[:, i : i + STATS_ROWS] - shift  # a new slice: squared in place
         total += part.sum(1)
-        squares += part.square().sum(1)
+        squares += part.square_().sum(1)
     mean_c = total / (h * w)  # of the shifted input
     var_c = (squares / (h * w) - mean_c.square()).clamp_min(0)
     mean_c = (mean_c + shift[:, 0]).view(n, groups, -1)
@@ -114,10 +114,14 @@ def conv_in_bands(
     sources read from: each band is stored only after the next one has read its halo row.
     """
     pending: tuple[int, int, torch.Tensor] | None = None
+    run: Callable[[torch.Tensor], torch.Tensor] | None = None
     for r0 in range(0, rows, band):
         r1 = min(rows, r0 + band)
         a, b = max(0, r0 - 1), min(rows, r1 + 1)
-        z = conv(source(a, b))[:, :, up * (r0 - a) : up * (r1 - a)]
+        piece = source(a, b)
+        if run is None:  # Winograd filters transformed once for all bands
+            run = conv.for_pieces(piece) if isinstance(conv, Conv3x3) else conv
+        z = run(piece)[:, :, up * (r0 - a) : up * (r1 - a)]
         if residual is not None:
             z = z + residual(up * r0, up * r1)
         if out is None:
