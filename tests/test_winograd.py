@@ -40,9 +40,9 @@ def test_module_uses_winograd_only_where_it_applies(monkeypatch) -> None:
     calls: list[tuple[int, ...]] = []
     real = winograd.conv3x3
 
-    def spy(x, u, bias):
+    def spy(x, u, bias, out=None):
         calls.append(tuple(x.shape))
-        return real(x, u, bias)
+        return real(x, u, bias, out)
 
     monkeypatch.setattr(winograd, "conv3x3", spy)
     with torch.inference_mode():
@@ -101,3 +101,24 @@ def test_banded_convolution_transforms_the_filters_once(monkeypatch) -> None:
         torch.testing.assert_close(
             out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0
         )
+
+
+def test_convolution_written_over_its_own_input() -> None:
+    g = torch.Generator().manual_seed(3)
+    # 3 strips of 64 tiles, whole tiles: the in-place path
+    x = torch.randn(1, 32, 48, 64, generator=g).contiguous(memory_format=torch.channels_last)
+    conv = Conv3x3(32, 32)
+    with torch.inference_mode():
+        expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        work = x.clone()
+        got = conv(work, out=work)
+        assert got.data_ptr() == work.data_ptr()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+        # where the result cannot go there (other channels, ragged tiles), a new map
+        ragged = x[:, :, :47].contiguous(memory_format=torch.channels_last)
+        other = conv(ragged, out=ragged)
+        assert other.data_ptr() != ragged.data_ptr()
+        torch.testing.assert_close(ragged, x[:, :, :47])
+        wider = Conv3x3(32, 40)
+        assert wider(x, out=x).shape == (1, 40, 48, 64)
+        torch.testing.assert_close(x[:, :, :47], ragged)  # x untouched

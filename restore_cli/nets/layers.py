@@ -51,7 +51,12 @@ def group_affine(
 
 
 def group_norm(
-    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``F.group_norm`` with accurate statistics for channels-last float32 tensors on the CPU too.
 
@@ -60,13 +65,31 @@ def group_norm(
     than the reference's tolerances allow after a few dozen layers. Here per-channel sums of the input,
     shifted by a first estimate of its mean, are taken slice by slice (each sum pairwise, the running
     total in float64) and merged into group statistics exactly; the output keeps the channels-last layout.
+    ``out``: on that path, a map of ``x``'s shape and layout to write into, ``x`` itself included
+    (a map the caller no longer needs): a new 32 MiB map took 10 ms to write where the same work
+    in place took 0.7 ms (the new pages cost the time); on other paths, or where it does not
+    fit, a new tensor as usual. Use the return value.
     """
     if not _accurate(x):
         return F.group_norm(x, groups, weight, bias, eps)
     n, c = x.shape[:2]
     scale, offset = group_affine(x, groups, weight, bias, eps)
     nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C)
-    return torch.addcmul(offset.view(n, 1, 1, c), nhwc, scale.view(n, 1, 1, c)).permute(0, 3, 1, 2)
+    args = (offset.view(n, 1, 1, c), nhwc, scale.view(n, 1, 1, c))
+    if out is not None and takes_output(out, x):
+        return torch.addcmul(*args, out=out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return torch.addcmul(*args).permute(0, 3, 1, 2)
+
+
+def takes_output(out: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether :func:`group_norm` of ``x`` would write into ``out``."""
+    return (
+        _accurate(x)
+        and out.shape == x.shape
+        and out.dtype == x.dtype
+        and out.device == x.device
+        and out.permute(0, 2, 3, 1).is_contiguous()
+    )
 
 
 # Maps of more bytes than this go through "normalise -> SiLU -> 3x3 convolution" (and the nearest
@@ -174,12 +197,13 @@ class GroupNorm(nn.GroupNorm):
     reference's autocast does (float16 statistics can overflow on some backends; bfloat16 has the
     range of float32 and stays as it is)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: a map to write into where it fits, ``x`` included (see :func:`group_norm`)."""
         if x.dtype == torch.float16:
             return group_norm(
                 x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps
             ).to(x.dtype)
-        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, out)
 
 
 class GroupNorm32(GroupNorm):
@@ -228,7 +252,8 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not in_bands(x, scale=4):
-            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+            up = F.interpolate(x, scale_factor=2, mode="nearest")
+            return self.conv(up, out=up)  # the convolution written over the upsampled map
         # the upsampled map is 4x the input: made and convolved a band of rows at a time
         return conv_in_bands(
             x.shape[2], max(1, _rows_per_band(x) // 4),

@@ -7,14 +7,14 @@ codebook entry first, as the reference does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import VQConfig
-from .layers import GroupNorm, Upsample, in_bands, norm_silu_conv
+from .layers import GroupNorm, Upsample, in_bands, norm_silu_conv, takes_output
 from .winograd import Conv3x3
 
 # Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
@@ -37,7 +37,9 @@ class ResnetBlock(nn.Module):
         self.conv2 = Conv3x3(cout, cout)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spare: torch.Tensor | None = None) -> torch.Tensor:
+        """``spare``: a map the caller no longer needs (the previous block's input), to hold this
+        block's first normalised map if it fits, instead of a new one."""
         if in_bands(x):  # a large map: in bands of rows, the same result in less memory
             h = norm_silu_conv(x, self.norm1, self.conv1)
             skip = self.nin_shortcut
@@ -45,8 +47,12 @@ class ResnetBlock(nn.Module):
                 h, self.norm2, self.conv2, overwrite=True,
                 residual=lambda r0, r1: x[:, :, r0:r1] if skip is None else skip(x[:, :, r0:r1]),
             )  # fmt: skip
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        # every map after the first normalisation is this block's own: normalised and convolved
+        # in place where it fits (each new map's pages cost more than the work done in them)
+        h = F.silu(self.norm1(x, out=spare), inplace=True)
+        h = self.conv1(h, out=h)
+        h = F.silu(self.norm2(h, out=h), inplace=True)
+        h = self.conv2(h, out=h)
         return h.add_(self.nin_shortcut(x) if self.nin_shortcut is not None else x)
 
 
@@ -106,6 +112,25 @@ class Level(nn.Module):
         return [*self.block, *resample]
 
 
+def _run(steps: list[nn.Module], first: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The map ``first()`` through ``steps``; each residual block gets the input of the one before
+    it, dead by then, as its spare map (a new map's pages cost more than the normalisation written
+    in them), except for large maps, which are processed in bands and are not kept a step longer.
+    ``first`` is made here, not passed in: an argument stays alive until the call returns."""
+    h = first()
+    spare: torch.Tensor | None = None
+    for step in steps:
+        block = isinstance(step, ResnetBlock)
+        fits = block and spare is not None and takes_output(spare, h) and not in_bands(h)
+        use, spare = (spare if fits else None), None  # not held through a step that cannot use it
+        if block:
+            h, spare = step(h, spare=use), h
+        else:
+            h = step(h)
+        use = None
+    return h
+
+
 def _steps(levels: Iterable[Level]) -> list[nn.Module]:
     """Every step of ``levels`` in order. The encoder and decoder run them in one loop of their own
     (a level is only a container of keys, with no ``forward``): a called module keeps its input
@@ -144,10 +169,8 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
-        for step in _steps(self.down):
-            h = step(h)
-        return self.conv_out(F.silu(self.norm_out(self.mid(h)), inplace=True))
+        h = _run(_steps(self.down), lambda: self.conv_in(x))
+        return self.conv_out(F.silu(self.norm_out(m := self.mid(h), out=m), inplace=True))
 
 
 class Decoder(nn.Module):
@@ -168,12 +191,10 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(cin, cfg.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))
-        for step in _steps(reversed(self.up)):
-            h = step(h)
+        h = _run(_steps(reversed(self.up)), lambda: self.mid(self.conv_in(z)))
         if in_bands(h):
             return norm_silu_conv(h, self.norm_out, self.conv_out)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
+        return self.conv_out(F.silu(self.norm_out(h, out=h), inplace=True))
 
 
 class VectorQuantizer(nn.Module):
