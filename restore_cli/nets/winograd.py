@@ -10,9 +10,11 @@ With the tiles flattened, the channel sums become 36 batched matrix products ``(
 convolution kernels have no Winograd path for AVX2 machines, and the autoencoder and UNet spend almost all
 their time in 3x3 convolutions with 128-640 channels, so this is where the pipeline's time goes.
 
-Accuracy: with the interpolation points chosen below the error is within 1.5x of a direct float32
-convolution's; the golden-vector tests hold the whole pipeline to the reference's tolerances. Used only in float32 on the CPU without autograd; CUDA, MPS, half precision and training use
-the framework's convolution.
+Accuracy: with the interpolation points chosen below, the largest error of one convolution (256 channels,
+random data) is 2.0e-5 of outputs up to 4.5, against 1.2e-6 for the direct float32 method and 5.0e-5 for
+the textbook points; the golden-vector tests hold the whole pipeline to the reference's tolerances
+(every stage within 4e-5, against a tolerance of 1e-3). Used only in float32 on the CPU without
+autograd; CUDA, MPS, half precision and training use the framework's convolution.
 
 Notation: N batch, C input and K output channels, H x W image, T tiles in a chunk, m = 4 output tile side,
 a = 6 input tile side.
@@ -37,9 +39,8 @@ MIN_IMAGE_TILES = (
     64  # on smaller maps (under 32x32) transforming the filters costs more than it saves
 )
 
-# Interpolation points 0, 1, -1, 1/2, -2 and infinity. The textbook choice (0, +-1, +-2) multiplies the
-# rounding error of a float32 convolution by about five; with 1/2 and -2 the error stays within 1.5x of
-# the direct method's (tests/test_winograd.py), which the reference tolerances need through deep networks.
+# Interpolation points 0, 1, -1, 1/2, -2 and infinity: 2.5x less rounding error than the textbook choice
+# (0, +-1, +-2) in float32 (see the module docstring; tests/test_winograd.py bounds it).
 # Exact: A^T[(G g) * (B^T d)] equals the correlation of d with g for every d and g.
 _BT = [
     [1, -3 / 2, -2, 3 / 2, 1, 0],
