@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .winograd import Conv3x3
+from .winograd import Conv3x3, writable
 
 STATS_ROWS = 4096  # pixels per slice when summing channel statistics: a slice stays in cache
 
@@ -83,13 +83,7 @@ def group_norm(
 
 def takes_output(out: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether :func:`group_norm` of ``x`` would write into ``out``."""
-    return (
-        _accurate(x)
-        and out.shape == x.shape
-        and out.dtype == x.dtype
-        and out.device == x.device
-        and out.permute(0, 2, 3, 1).is_contiguous()
-    )
+    return _accurate(x) and writable(out, x.shape, x)
 
 
 # Maps of more bytes than this go through "normalise -> SiLU -> 3x3 convolution" (and the nearest

@@ -127,7 +127,6 @@ def _run(steps: list[nn.Module], first: Callable[[], torch.Tensor]) -> torch.Ten
             h, spare = step(h, spare=use), h
         else:
             h = step(h)
-        use = None
     return h
 
 
