@@ -110,11 +110,34 @@ def test_swin_blocks_on_large_maps_work_in_bands_with_the_whole_maps_result(
         whole = block(x)
         monkeypatch.setattr(swin, "CHUNK_TOKENS", 2 * 8 * 40)  # one window row per band
         banded = block(x)
-        monkeypatch.setattr(swin, "CHUNK_TOKENS", 1)  # and single rows in the MLP
+        monkeypatch.setattr(swin, "CHUNK_TOKENS", 1)  # and single rows (the MLP off the CPU)
         single = block(x)
     assert not torch.equal(whole, x)
     torch.testing.assert_close(banded, whole, rtol=0, atol=1e-5)
     torch.testing.assert_close(single, whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [1024, 37, 1])
+def test_swin_mlp_on_the_cpu_in_token_bands_gives_the_two_convolutions_result(
+    monkeypatch: pytest.MonkeyPatch, tokens: int
+) -> None:
+    """On the CPU the MLP runs as matrix products over bands of ``MLP_TOKENS`` tokens (a band may
+    end inside a row, and the last one short); it must give ``fc2(gelu(fc1(x)))`` as the two 1x1
+    convolutions compute it over the whole map, for every image of a batch."""
+    from restore_cli.nets import swin
+
+    g = torch.Generator().manual_seed(0)
+    mlp = swin.Mlp(24, 96).eval()
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    x = torch.randn(2, 24, 12, 10, generator=g)
+    monkeypatch.setattr(swin, "MLP_TOKENS", tokens)
+    with torch.inference_mode():
+        banded = mlp(x)
+        convs = mlp.fc2(mlp.act(mlp.fc1(x)))
+    assert banded.shape == convs.shape == (2, 24, 12, 10)
+    torch.testing.assert_close(banded, convs, rtol=0, atol=1e-5)
 
 
 def test_shifted_blocks_keep_band_sized_masks_equal_to_the_reference_masks_bottom_rows(

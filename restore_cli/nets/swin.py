@@ -25,6 +25,8 @@ MASK_VALUE = -100.0
 # and +659/+489 MiB in bands of 4096 (2048: no better). Maps up to 64x64 (a 256x256 output of x4
 # SR, and the golden cases) are one band, as before.
 CHUNK_TOKENS = 4096
+# Tokens per band of the MLP on the CPU (see Mlp._cpu_bands).
+MLP_TOKENS = 1024
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
@@ -112,6 +114,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
+        if x.device.type == "cpu":
+            return self._cpu_bands(x)
         rows = max(1, CHUNK_TOKENS // (b * w))
         if rows >= h:
             return self.fc2(self.act(self.fc1(x)))
@@ -120,6 +124,29 @@ class Mlp(nn.Module):
             band = x[:, :, r0 : r0 + rows]
             out[:, :, r0 : r0 + rows] = self.fc2(self.act(self.fc1(band)))
         return out
+
+    def _cpu_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """The same two 1x1 convolutions as matrix products ``W @ X`` over the (C, H*W) view of each
+        image, MLP_TOKENS tokens at a time, each band's result written straight into the output.
+
+        The band's hidden map (4x the channels) stays in the processor's cache between the two
+        products and the GELU. One MLP of realsr-v3 (192 -> 768 -> 192 channels, 64x64 tokens,
+        2-core AMD EPYC, fp32, standalone, medians of 9) took 28 ms this way against 54 ms as
+        two convolutions over the whole map.
+        """
+        b, c, h, w = x.shape
+        hidden, cout = self.fc1.out_channels, self.fc2.out_channels
+        w1, w2 = self.fc1.weight.view(hidden, c), self.fc2.weight.view(cout, hidden)
+        b1, b2 = self.fc1.bias[:, None], self.fc2.bias[:, None]
+        flat = x.reshape(b, c, h * w)
+        out = x.new_empty((b, cout, h * w))
+        for i in range(b):
+            for t0 in range(0, h * w, MLP_TOKENS):
+                band = flat[i, :, t0 : t0 + MLP_TOKENS]
+                torch.addmm(
+                    b2, w2, self.act(torch.addmm(b1, w1, band)), out=out[i, :, t0 : t0 + MLP_TOKENS]
+                )
+        return out.view(b, cout, h, w)
 
 
 class SwinTransformerBlock(nn.Module):
