@@ -32,6 +32,15 @@ def broken_probe(stage: str, value: float):
     return probe
 
 
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Let the CPU count as having bf16 units, so asking for bf16 keeps it on any processor
+    (on one without them, such as an AVX2-only EPYC, ``restore`` would fall back to fp32)."""
+    from restore_cli import device
+
+    monkeypatch.setattr(device, "cpu_native", lambda dtype, flags=None: True)
+
+
 def test_cpu_agrees_with_itself_and_bf16_within_its_tolerance() -> None:
     exact = selfcheck.run(torch.device("cpu"), torch.float32)
     assert exact.ok and exact.error <= 1e-6
@@ -48,7 +57,9 @@ def test_wrong_numbers_are_caught_and_named(monkeypatch, stage: str, value: floa
     assert result.describe().startswith("FAILED") and stage in result.describe()
 
 
-def test_load_falls_back_to_cpu_float32_with_a_warning(monkeypatch, registry, weights) -> None:
+def test_load_falls_back_to_cpu_float32_with_a_warning(
+    monkeypatch, registry, weights, native_bf16
+) -> None:
     monkeypatch.setattr(selfcheck, "_probe", broken_probe("unet", 0.0))
     unet, ae = weights("tiny-sr")
     said: list[str] = []
@@ -61,7 +72,7 @@ def test_load_falls_back_to_cpu_float32_with_a_warning(monkeypatch, registry, we
                          dtype="bf16", self_check=True)  # fmt: skip
 
 
-def test_check_runs_only_where_asked(monkeypatch, registry, weights) -> None:
+def test_check_runs_only_where_asked(monkeypatch, registry, weights, native_bf16) -> None:
     calls: list[str] = []
 
     def counting(unet, vq, device, dtype):
@@ -87,7 +98,7 @@ def test_check_runs_only_where_asked(monkeypatch, registry, weights) -> None:
 
 
 def test_cli_warns_even_when_quiet_and_still_restores(
-    tmp_path, monkeypatch, weights, capsys
+    tmp_path, monkeypatch, weights, capsys, native_bf16
 ) -> None:
     from .test_cli import TINY_REGISTRY
 
