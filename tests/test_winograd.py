@@ -79,7 +79,9 @@ def test_filters_in_pieces_and_either_layout_give_the_same_convolution(
     torch.testing.assert_close(torch.cat(pieces, 2), whole[0], rtol=0, atol=0)
     got = conv3x3(x, pieces, b)
     assert (got.double() - exact).abs().max().item() < 2e-4 * exact.abs().max().item()
-    torch.testing.assert_close(got, conv3x3(x, whole, b), rtol=0, atol=1e-6)
+    # the products' kernels may sum in another order for another width (AVX2 EPYC: 4.6e-6 apart)
+    scale = exact.abs().max().item()
+    torch.testing.assert_close(got, conv3x3(x, whole, b), rtol=0, atol=1e-5 * scale)
 
 
 def test_banded_convolution_transforms_the_filters_once(monkeypatch) -> None:
