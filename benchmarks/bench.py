@@ -135,7 +135,8 @@ def one(cfg: dict) -> dict:
                 p = r.prepare(lq, None, cfg["vae_tile"])
                 _sync(dev)
                 t1 = time.perf_counter()
-                x = sampler.sample(r.denoiser(p), p.z_y, r.tables, make_generator(1))
+                with r.keeping_filters():  # as Restorer.run does
+                    x = sampler.sample(r.denoiser(p), p.z_y, r.tables, make_generator(1))
                 _sync(dev)
                 t2 = time.perf_counter()
                 image = r.decode(x, p, cfg["vae_tile"])

@@ -7,6 +7,7 @@ Tensors here are (B, C, H, W) images in [-1, 1]; the public entry points take fl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from PIL import Image
 
 from . import colorfix, imageio, sampler, tiling
 from .device import bicubic, is_out_of_memory, make_generator, memory_budget, release_memory
+from .nets import winograd
 from .registry import ModelSpec
 from .request import DEFAULT_SEED, ColorFix, Request
 
@@ -160,10 +162,11 @@ class Restorer:
         """One pass of the whole chain: (1, 3, H, W) [-1, 1] -> (1, 3, H*s, W*s) [-1, 1]."""
         p = self.prepare(lq, mask, vae_tile)
         step_cb = _step_callback(progress)
-        x = sampler.sample(
-            self.denoiser(p), p.z_y, self.tables, generator, step_cb,
-            timesteps=timesteps, eta=eta, early_exit=early_exit,
-        )  # fmt: skip
+        with self.keeping_filters():
+            x = sampler.sample(
+                self.denoiser(p), p.z_y, self.tables, generator, step_cb,
+                timesteps=timesteps, eta=eta, early_exit=early_exit,
+            )  # fmt: skip
         return self.decode(x, p, vae_tile)
 
     def run_many(
@@ -199,15 +202,22 @@ class Restorer:
         count = sampler.noise_draws(self.tables, timesteps)
         drawn = [sampler.draw_noise(g, z_y[:1].shape, count, z_y) for g in generators]
         noise = [torch.cat(step) for step in zip(*drawn, strict=True)]
-        x = sampler.sample(
-            self._batch_denoiser(parts), z_y, self.tables, None, _step_callback(progress),
-            timesteps=timesteps, eta=eta, noise=noise, early_exit=early_exit,
-        )  # fmt: skip
+        with self.keeping_filters():
+            x = sampler.sample(
+                self._batch_denoiser(parts), z_y, self.tables, None, _step_callback(progress),
+                timesteps=timesteps, eta=eta, noise=noise, early_exit=early_exit,
+            )  # fmt: skip
         if len(parts) == 1:
             return self.decode(x, parts[0], vae_tile)
         return torch.cat(
             [self.decode(x[i : i + 1].clone(), p, vae_tile) for i, p in enumerate(parts)]
         )
+
+    def keeping_filters(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which the UNet keeps its transformed convolution filters from call to call
+        (:func:`winograd.keep_filters`): around the steps of an image or tile, and no longer, so
+        they are gone before the autoencoder's decoder, where the memory peaks."""
+        return winograd.keep_filters(self.unet)
 
     def _whole_batches(self) -> bool:
         """Whether batches go through the networks whole (see :meth:`run_many`)."""

@@ -236,3 +236,41 @@ def test_autoencoder_tiles_keep_small_latents_exact_and_blend_large_ones(load, m
     # tiles of 18 (at most 9/8 of the tile) do it, starts 0, 16, 30; encoded from the x4 upsampled
     assert shapes["encode"] == [(72, 72)] * 9
     assert shapes["decode"] == [(18, 18)] * 9
+
+
+def test_unet_filters_are_transformed_once_for_all_steps_of_an_image(
+    load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UNet keeps its Winograd filters for the steps of one image (or tile): each of its
+    filters is transformed once per image, with the same result as transforming them at every
+    call, and they are dropped afterwards (nothing is kept between images or into the decoder)."""
+    from restore_cli.nets import winograd
+
+    r = load("tiny-sr")
+    convs = [m for m in r.unet.modules() if isinstance(m, winograd.Conv3x3)]
+    owner = {id(m.weight): m for m in convs}
+    unet_filters = set(owner)
+    calls: list[int] = []
+    real = winograd.transform_weight
+
+    def counting(w):
+        if id(w) in owner and not keeping_off:  # a UNet filter: only inside the sampling block
+            assert owner[id(w)].kept is not None
+        calls.append(id(w))
+        return real(w)
+
+    keeping_off = False
+    monkeypatch.setattr(winograd, "transform_weight", counting)
+    pixels = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    kept = r.restore(pixels, seed=3, tile=0)
+    unet_calls = [c for c in calls if c in unet_filters]
+    assert unet_calls and len(unet_calls) == len(set(unet_calls))
+    assert all(m.kept is None for m in convs)
+    tiled = r.restore(pixels, seed=3, tile=16, tile_overlap=4)
+    calls.clear()
+    keeping_off = True
+    monkeypatch.setattr(winograd, "KEEP_BYTES", 0)
+    every_call = r.restore(pixels, seed=3, tile=0)
+    assert len([c for c in calls if c in unet_filters]) == 4 * len(unet_calls)
+    assert np.array_equal(kept, every_call)
+    assert np.array_equal(tiled, r.restore(pixels, seed=3, tile=16, tile_overlap=4))

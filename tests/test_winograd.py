@@ -124,3 +124,62 @@ def test_convolution_written_over_its_own_input() -> None:
         wider = Conv3x3(32, 40)
         assert wider(x, out=x).shape == (1, 40, 48, 64)
         torch.testing.assert_close(x[:, :, :47], ragged)  # x untouched
+
+
+def _counting_transforms(monkeypatch) -> list[int]:
+    """Patch transform_weight to record the id of each filter tensor it transforms."""
+    calls: list[int] = []
+    real = winograd.transform_weight
+
+    def counting(w):
+        calls.append(id(w))
+        return real(w)
+
+    monkeypatch.setattr(winograd, "transform_weight", counting)
+    return calls
+
+
+def test_kept_filters_are_transformed_once_per_block_and_dropped_after(monkeypatch) -> None:
+    """Inside keep_filters a convolution transforms its filters once for all calls, with the
+    same numbers as transforming them every time; a nested block reuses the outer one's filters,
+    and once the block ends nothing is kept."""
+    convs = torch.nn.Sequential(Conv3x3(32, 32), Conv3x3(32, 32))
+    x = torch.randn(1, 32, 32, 32)
+    calls = _counting_transforms(monkeypatch)
+    with torch.inference_mode():
+        plain = [convs(x) for _ in range(2)]
+        assert len(calls) == 4
+        calls.clear()
+        with winograd.keep_filters(convs):
+            kept = [convs(x) for _ in range(3)]
+            with winograd.keep_filters(convs):
+                kept.append(convs(x))
+            assert all(c.kept is not None for c in convs)
+        assert sorted(calls) == sorted({id(c.weight) for c in convs})
+        assert all(c.kept is None for c in convs)
+        calls.clear()
+        convs(x)
+        assert len(calls) == 2
+    for k in kept:
+        assert torch.equal(k, plain[0])
+
+
+def test_filters_over_the_budget_or_of_large_maps_are_not_kept(monkeypatch) -> None:
+    conv = Conv3x3(32, 32)
+    x = torch.randn(1, 32, 32, 32)  # 64 tiles
+    calls = _counting_transforms(monkeypatch)
+    size = 36 * 32 * 32 * 4
+    with torch.inference_mode():
+        with winograd.keep_filters(conv, budget=size - 1):
+            conv(x), conv(x)
+        assert len(calls) == 2
+        calls.clear()
+        monkeypatch.setattr(winograd, "KEEP_MAX_TILES", 63)
+        with winograd.keep_filters(conv, budget=size):
+            conv(x), conv(x)
+        assert len(calls) == 2
+        calls.clear()
+        monkeypatch.setattr(winograd, "KEEP_MAX_TILES", 64)
+        with winograd.keep_filters(conv, budget=size):
+            conv(x), conv(x)
+        assert len(calls) == 1
