@@ -297,3 +297,26 @@ def test_autoencoder_blocks_reuse_the_dead_map_before_them() -> None:
         again = block(x, spare=wrong)  # does not fit: a new map, same numbers
         assert again.data_ptr() != wrong.data_ptr()
         torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [256, 7, 1])
+def test_codebook_search_in_chunks_picks_every_latents_nearest_code(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """The quantiser searches the codebook a chunk of latents at a time in one reused buffer
+    (the last chunk short); every latent must get its nearest code, as a search over all
+    distances at once (in float64) finds it, for every image of a batch."""
+    from restore_cli.nets import vqgan
+
+    g = torch.Generator().manual_seed(0)
+    q = vqgan.VectorQuantizer(300, 3)
+    with torch.no_grad():
+        q.embedding.weight.copy_(torch.randn(300, 3, generator=g))
+    z = torch.randn(2, 3, 9, 10, generator=g)
+    monkeypatch.setattr(vqgan, "QUANT_CHUNK", chunk)
+    with torch.inference_mode():
+        got = q(z)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    nearest = torch.cdist(flat, q.embedding.weight.double()).argmin(dim=1)
+    want = q.embedding.weight[nearest].view(2, 9, 10, 3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

@@ -140,12 +140,14 @@ class Mlp(nn.Module):
         b1, b2 = self.fc1.bias[:, None], self.fc2.bias[:, None]
         flat = x.reshape(b, c, h * w)
         out = x.new_empty((b, cout, h * w))
+        scratch = x.new_empty(hidden * min(MLP_TOKENS, h * w))  # every band's hidden map
         for i in range(b):
             for t0 in range(0, h * w, MLP_TOKENS):
                 band = flat[i, :, t0 : t0 + MLP_TOKENS]
-                torch.addmm(
-                    b2, w2, self.act(torch.addmm(b1, w1, band)), out=out[i, :, t0 : t0 + MLP_TOKENS]
-                )
+                mid = scratch[: hidden * band.shape[1]].view(hidden, band.shape[1])
+                torch.addmm(b1, w1, band, out=mid)
+                torch.ops.aten.gelu_(mid)  # nn.GELU() in place: the exact (erf) form
+                torch.addmm(b2, w2, mid, out=out[i, :, t0 : t0 + MLP_TOKENS])
         return out.view(b, cout, h, w)
 
 

@@ -19,9 +19,9 @@ from .winograd import Conv3x3
 
 # Query rows per chunk in the mid-block attention: bounds the (rows x N) score matrix.
 ATTN_CHUNK = 4096
-# Latent vectors per chunk in the codebook search: bounds the (rows x n_embed) distance matrix and
-# its addend, 2 x 64 MiB for the 8192 codes of vq-f4 (at 16384 rows a 128-latent tile took 1 GiB).
-QUANT_CHUNK = 2048
+# Latent vectors per chunk in the codebook search: bounds the (rows x n_embed) distance matrix,
+# 8 MiB for the 8192 codes of vq-f4 (at 16384 rows a 128-latent tile took 1 GiB).
+QUANT_CHUNK = 256
 
 
 def normalize(channels: int) -> GroupNorm:
@@ -207,15 +207,16 @@ class VectorQuantizer(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
         codes = self.embedding.weight.float()
         code_sq = torch.sum(codes**2, dim=1)
-        # d = |z|^2 + |e|^2 - 2 z.e as the reference, fused into one GEMM (the factor -2 is exact)
-        idx = torch.cat(
-            [
-                torch.addmm(
-                    torch.sum(part**2, dim=1, keepdim=True) + code_sq, part, codes.t(), alpha=-2
-                ).argmin(dim=1)
-                for part in flat.split(QUANT_CHUNK)
-            ]
-        )
+        # d = |z|^2 + |e|^2 - 2 z.e as the reference, fused into one GEMM (the factor -2 is exact),
+        # chunk by chunk in one buffer that stays in cache (a new 64 MiB matrix per chunk cost
+        # more in fresh pages than the search itself)
+        buf = flat.new_empty((min(QUANT_CHUNK, flat.shape[0]), codes.shape[0]))
+        found = []
+        for part in flat.split(QUANT_CHUNK):
+            d = buf[: part.shape[0]]
+            torch.add(torch.sum(part**2, dim=1, keepdim=True), code_sq, out=d)
+            found.append(d.addmm_(part, codes.t(), alpha=-2).argmin(dim=1))
+        idx = torch.cat(found)
         zq = self.embedding(idx).view(b, h, w, c).permute(0, 3, 1, 2).to(z.dtype)
         return z + (zq - z)  # the reference's straight-through form, same rounding
 
