@@ -135,7 +135,7 @@ def one(cfg: dict) -> dict:
                 p = r.prepare(lq, None, cfg["vae_tile"])
                 _sync(dev)
                 t1 = time.perf_counter()
-                with r.keeping_filters():  # as Restorer.run does
+                with r.keeping_filters(p.z_y):  # as Restorer.run does
                     x = sampler.sample(r.denoiser(p), p.z_y, r.tables, make_generator(1))
                 _sync(dev)
                 t2 = time.perf_counter()

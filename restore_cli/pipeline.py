@@ -24,6 +24,13 @@ from .nets import winograd
 from .registry import ModelSpec
 from .request import DEFAULT_SEED, ColorFix, Request
 
+# Latent pixels (per image) up to which the UNet keeps its transformed filters for all steps
+# (Restorer.keeping_filters). Measured with benchmarks/memory.py (realsr-v3, 2-core AMD EPYC):
+# at a 64x64 latent they take 240 MiB and the command's peak went from 1.43 to 1.53 GiB for
+# 0.13 s less per UNet call; at a 256x256 latent, kept up to their 384 MiB budget, the UNet's
+# stage became the peak, 2.19 GiB against 1.88 without, so larger latents transform per call.
+KEEP_FILTERS_LATENT = 64 * 64
+
 # progress(stage, done, total): stage is "step" (diffusion steps of the current tile) or "tile".
 Progress = Callable[[str, int, int], None]
 
@@ -162,7 +169,7 @@ class Restorer:
         """One pass of the whole chain: (1, 3, H, W) [-1, 1] -> (1, 3, H*s, W*s) [-1, 1]."""
         p = self.prepare(lq, mask, vae_tile)
         step_cb = _step_callback(progress)
-        with self.keeping_filters():
+        with self.keeping_filters(p.z_y):
             x = sampler.sample(
                 self.denoiser(p), p.z_y, self.tables, generator, step_cb,
                 timesteps=timesteps, eta=eta, early_exit=early_exit,
@@ -202,7 +209,7 @@ class Restorer:
         count = sampler.noise_draws(self.tables, timesteps)
         drawn = [sampler.draw_noise(g, z_y[:1].shape, count, z_y) for g in generators]
         noise = [torch.cat(step) for step in zip(*drawn, strict=True)]
-        with self.keeping_filters():
+        with self.keeping_filters(z_y[:1]):
             x = sampler.sample(
                 self._batch_denoiser(parts), z_y, self.tables, None, _step_callback(progress),
                 timesteps=timesteps, eta=eta, noise=noise, early_exit=early_exit,
@@ -213,10 +220,13 @@ class Restorer:
             [self.decode(x[i : i + 1].clone(), p, vae_tile) for i, p in enumerate(parts)]
         )
 
-    def keeping_filters(self) -> contextlib.AbstractContextManager[None]:
+    def keeping_filters(self, z: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """A block in which the UNet keeps its transformed convolution filters from call to call
-        (:func:`winograd.keep_filters`): around the steps of an image or tile, and no longer, so
-        they are gone before the autoencoder's decoder, where the memory peaks."""
+        (:func:`winograd.keep_filters`) when one image's latent ``z`` is at most
+        :data:`KEEP_FILTERS_LATENT` pixels: around the steps of an image or tile, and no longer,
+        so they are gone before the autoencoder's decoder."""
+        if z.shape[-2] * z.shape[-1] > KEEP_FILTERS_LATENT:
+            return contextlib.nullcontext()
         return winograd.keep_filters(self.unet)
 
     def _whole_batches(self) -> bool:

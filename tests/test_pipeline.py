@@ -244,6 +244,7 @@ def test_unet_filters_are_transformed_once_for_all_steps_of_an_image(
     """The UNet keeps its Winograd filters for the steps of one image (or tile): each of its
     filters is transformed once per image, with the same result as transforming them at every
     call, and they are dropped afterwards (nothing is kept between images or into the decoder)."""
+    from restore_cli import pipeline
     from restore_cli.nets import winograd
 
     r = load("tiny-sr")
@@ -273,4 +274,9 @@ def test_unet_filters_are_transformed_once_for_all_steps_of_an_image(
     every_call = r.restore(pixels, seed=3, tile=0)
     assert len([c for c in calls if c in unet_filters]) == 4 * len(unet_calls)
     assert np.array_equal(kept, every_call)
+    monkeypatch.setattr(winograd, "KEEP_BYTES", 2**30)
+    monkeypatch.setattr(pipeline, "KEEP_FILTERS_LATENT", 32 * 32 - 1)  # a larger latent
+    calls.clear()
+    assert np.array_equal(r.restore(pixels, seed=3, tile=0), kept)
+    assert len([c for c in calls if c in unet_filters]) == 4 * len(unet_calls)
     assert np.array_equal(tiled, r.restore(pixels, seed=3, tile=16, tile_overlap=4))
