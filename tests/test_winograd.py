@@ -105,9 +105,12 @@ def test_banded_convolution_transforms_the_filters_once(monkeypatch) -> None:
         )
 
 
-def test_convolution_written_over_its_own_input() -> None:
+@pytest.mark.parametrize("strip_values", [0, 128 * 32])
+def test_convolution_written_over_its_own_input(monkeypatch, strip_values: int) -> None:
     g = torch.Generator().manual_seed(3)
-    # 3 strips of 64 tiles, whole tiles: the in-place path
+    # whole tiles: the in-place path, in 3 strips of 64 tiles (MIN_TILES) or in strips of 128
+    # and 64 tiles (STRIP_VALUES over 32 channels)
+    monkeypatch.setattr(winograd, "STRIP_VALUES", strip_values)
     x = torch.randn(1, 32, 48, 64, generator=g).contiguous(memory_format=torch.channels_last)
     conv = Conv3x3(32, 32)
     with torch.inference_mode():
