@@ -16,8 +16,8 @@ from torch import nn
 from .layers import GroupNorm32
 
 MASK_VALUE = -100.0
-# Tokens per chunk of the window attention and of the MLP. Both work token by token (attention
-# inside its window), so bands of rows give the same result as the whole map while their
+# Tokens per chunk of the window attention, and of the MLP off the CPU (on the CPU it takes
+# MLP_TOKENS). Both work token by token (attention inside its window), so bands of rows give the same result as the whole map while their
 # transients stay small: at a 256x256 latent the whole map's q/k/v, bias and MLP hidden tensors
 # (192 and 768 channels) took about 0.9 GiB at once. Smaller bands are also faster there, as they
 # stay in cache: one realsr-v3 UNet call at a 256x256 latent (2-core Xeon, fp32, a scratch script

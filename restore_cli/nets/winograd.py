@@ -44,7 +44,6 @@ MIN_IMAGE_TILES = (
     64  # on smaller maps (under 32x32) transforming the filters costs more than it saves
 )
 KEEP_BYTES = 384 * 2**20  # transformed filters kept for one image's UNet calls (see keep_filters)
-KEEP_MAX_TILES = 1024  # kept only for maps of at most this many tiles (128x128)
 
 # Interpolation points 0, 1, -1, 1/2, -2 and infinity: 2.5x less rounding error than the textbook choice
 # (0, +-1, +-2) in float32 (see the module docstring; tests/test_winograd.py bounds it).
@@ -218,17 +217,15 @@ class KeptFilters:
         self._filters: dict[int, list[torch.Tensor]] = {}
         self._lock = threading.Lock()
 
-    def get(self, conv: Conv3x3, tiles: int) -> list[torch.Tensor]:
-        """``transform_weight(conv.weight)``, kept for the next call when the map is small
-        (``tiles`` at most :data:`KEEP_MAX_TILES`: there transforming costs most against the
-        convolution) and the budget allows."""
+    def get(self, conv: Conv3x3) -> list[torch.Tensor]:
+        """``transform_weight(conv.weight)``, kept for the next call while the budget allows."""
         u = self._filters.get(id(conv))
         if u is not None:
             return u
         u = transform_weight(conv.weight)
         size = sum(piece.numel() * piece.element_size() for piece in u)
         with self._lock:
-            if tiles <= KEEP_MAX_TILES and self.used + size <= self.budget:
+            if self.used + size <= self.budget:
                 self._filters[id(conv)] = u
                 self.used += size
         return u
@@ -237,7 +234,7 @@ class KeptFilters:
 @contextlib.contextmanager
 def keep_filters(module: nn.Module, budget: int | None = None) -> Iterator[None]:
     """Inside this block, the :class:`Conv3x3` layers of ``module`` transform their filters once
-    and keep them (up to ``budget`` bytes, default :data:`KEEP_BYTES`; see :meth:`KeptFilters.get`) instead of on every call;
+    and keep them (up to ``budget`` bytes, default :data:`KEEP_BYTES`) instead of on every call;
     they are dropped when it ends. For the calls of one image: a UNet runs its filters through the
     same transform at every step, and on a 64x64 latent (realsr-v3, 2-core AMD EPYC, fp32,
     in-process A/B) a call took 0.985 s with its filters kept against 1.113 s transforming them
@@ -268,11 +265,8 @@ class Conv3x3(nn.Conv2d):
         super().__init__(in_channels, out_channels, 3, padding=1)
         self.kept: KeptFilters | None = None  # set by keep_filters
 
-    def _transformed(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.kept is None:
-            return transform_weight(self.weight)
-        n, _, h, w = x.shape
-        return self.kept.get(self, n * -(-h // M_OUT) * -(-w // M_OUT))
+    def _transformed(self) -> list[torch.Tensor]:
+        return transform_weight(self.weight) if self.kept is None else self.kept.get(self)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``out``: a map to write the result into where that saves allocating one (it may be
@@ -280,7 +274,7 @@ class Conv3x3(nn.Conv2d):
         if applies(x, self.weight):
             if out is not None and not fits_out(out, x, self.out_channels):
                 out = None
-            return conv3x3(x, self._transformed(x), self.bias, out)
+            return conv3x3(x, self._transformed(), self.bias, out)
         return super().forward(x)
 
     def for_pieces(self, whole: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -288,5 +282,5 @@ class Conv3x3(nn.Conv2d):
         transformed once for all of them, and every piece takes the path the whole map would."""
         if not applies(whole, self.weight):
             return super().forward
-        u = self._transformed(whole)
+        u = self._transformed()
         return lambda x: conv3x3(x, u, self.bias)
